@@ -1,0 +1,56 @@
+// CHyperKVM: the KVM ioctl numbers and structures from <linux/kvm.h>, as Swift can import them.
+//
+// The _IO/_IOR/_IOW macros use sizeof and do not import into Swift, so each ioctl number is a static
+// inline getter. The variadic ioctl() is wrapped in two typed functions. Nothing here holds state.
+#ifndef CHYPERKVM_H
+#define CHYPERKVM_H
+
+#ifdef __linux__
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+
+// MARK: ioctl calls with a typed argument.
+static inline int chyper_ioctl_value(int fd, unsigned long request, unsigned long value) {
+    return ioctl(fd, request, value);
+}
+static inline int chyper_ioctl_pointer(int fd, unsigned long request, void *argument) {
+    return ioctl(fd, request, argument);
+}
+
+// MARK: ioctl numbers on /dev/kvm.
+static inline unsigned long chyper_KVM_GET_API_VERSION(void) { return KVM_GET_API_VERSION; }
+static inline unsigned long chyper_KVM_CREATE_VM(void) { return KVM_CREATE_VM; }
+static inline unsigned long chyper_KVM_CHECK_EXTENSION(void) { return KVM_CHECK_EXTENSION; }
+static inline unsigned long chyper_KVM_GET_VCPU_MMAP_SIZE(void) { return KVM_GET_VCPU_MMAP_SIZE; }
+static inline unsigned long chyper_KVM_GET_SUPPORTED_CPUID(void) { return KVM_GET_SUPPORTED_CPUID; }
+static inline unsigned long chyper_KVM_GET_MSR_INDEX_LIST(void) { return KVM_GET_MSR_INDEX_LIST; }
+
+// MARK: ioctl numbers on a VM descriptor.
+static inline unsigned long chyper_KVM_CREATE_VCPU(void) { return KVM_CREATE_VCPU; }
+static inline unsigned long chyper_KVM_SET_USER_MEMORY_REGION(void) { return KVM_SET_USER_MEMORY_REGION; }
+static inline unsigned long chyper_KVM_SET_TSS_ADDR(void) { return KVM_SET_TSS_ADDR; }
+static inline unsigned long chyper_KVM_SET_IDENTITY_MAP_ADDR(void) { return KVM_SET_IDENTITY_MAP_ADDR; }
+static inline unsigned long chyper_KVM_CREATE_IRQCHIP(void) { return KVM_CREATE_IRQCHIP; }
+static inline unsigned long chyper_KVM_CREATE_PIT2(void) { return KVM_CREATE_PIT2; }
+static inline unsigned long chyper_KVM_IRQ_LINE(void) { return KVM_IRQ_LINE; }
+static inline unsigned long chyper_KVM_IRQFD(void) { return KVM_IRQFD; }
+static inline unsigned long chyper_KVM_IOEVENTFD(void) { return KVM_IOEVENTFD; }
+
+// MARK: ioctl numbers on a vCPU descriptor.
+static inline unsigned long chyper_KVM_RUN(void) { return KVM_RUN; }
+static inline unsigned long chyper_KVM_GET_REGS(void) { return KVM_GET_REGS; }
+static inline unsigned long chyper_KVM_SET_REGS(void) { return KVM_SET_REGS; }
+static inline unsigned long chyper_KVM_GET_SREGS(void) { return KVM_GET_SREGS; }
+static inline unsigned long chyper_KVM_SET_SREGS(void) { return KVM_SET_SREGS; }
+static inline unsigned long chyper_KVM_SET_CPUID2(void) { return KVM_SET_CPUID2; }
+static inline unsigned long chyper_KVM_SET_MSRS(void) { return KVM_SET_MSRS; }
+static inline unsigned long chyper_KVM_GET_MSRS(void) { return KVM_GET_MSRS; }
+static inline unsigned long chyper_KVM_GET_LAPIC(void) { return KVM_GET_LAPIC; }
+static inline unsigned long chyper_KVM_SET_LAPIC(void) { return KVM_SET_LAPIC; }
+static inline unsigned long chyper_KVM_GET_FPU(void) { return KVM_GET_FPU; }
+static inline unsigned long chyper_KVM_SET_FPU(void) { return KVM_SET_FPU; }
+static inline unsigned long chyper_KVM_GET_MP_STATE(void) { return KVM_GET_MP_STATE; }
+static inline unsigned long chyper_KVM_SET_MP_STATE(void) { return KVM_SET_MP_STATE; }
+
+#endif // __linux__
+#endif // CHYPERKVM_H

@@ -1,0 +1,38 @@
+import Hyper
+
+/// The `kvm` backend: each sandbox is a microVM with its own Linux kernel, on /dev/kvm.
+///
+/// On a host whose KVM is not hardware-accelerated it refuses to launch unless the caller allows it, since a
+/// Linux guest would crawl there.
+public struct KVMBackend: Backend {
+    public let name = "kvm"
+    public let isolation = IsolationLevel.hardwareVM
+    public let capabilities: Set<SandboxFeature> = []
+    private let gatherFacts: @Sendable () -> KVMHostFacts
+
+    /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.
+    public init(facts: @escaping @Sendable () -> KVMHostFacts = { KVMHostFacts.gather() }) {
+        gatherFacts = facts
+    }
+
+    public func probe() -> ProbeResult { KVMProbe.evaluate(gatherFacts()) }
+
+    /// Checks that KVM can run here at an acceptable speed, or was allowed to run slowly.
+    func checkUsable(allowUnaccelerated: Bool) throws(KVMError) {
+        let result = probe()
+        guard result.isAvailable else { throw KVMError.unavailable(result.reason) }
+        if result.isAccelerated == false, !allowUnaccelerated {
+            throw KVMError.unaccelerated(result.reason)
+        }
+    }
+
+    public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
+        do {
+            try checkUsable(allowUnaccelerated: options.allowUnaccelerated)
+        } catch {
+            throw error.hyperError
+        }
+        try checkSupport(spec, options: options)
+        throw KVMError.notImplemented("launching Linux microVM sandboxes").hyperError
+    }
+}

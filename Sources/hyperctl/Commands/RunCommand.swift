@@ -1,0 +1,80 @@
+import Hyper
+
+/// `hyperctl run`: starts one sandbox, runs one command in it, and exits with the command's code.
+enum RunCommand: CLICommand {
+    static let name = "run"
+    static let abstract = "Run a command in a new sandbox and exit with its code"
+    static let usage = "run [OPTIONS] [--] CMD [ARG...]"
+    static let optionsEndAtCommand = true
+    static let options: [OptionSpec] = [
+        OptionSpec(["--backend"], value: "NAME", help: "kvm, process, fake, or auto (default: auto)"),
+    ] + SpecFlags.options + [
+        OptionSpec(["--report"], value: "FILE", help: "Write a JSON record: backend, spec summary, timeline, exit status"),
+        OptionSpec(["--seed"], value: "N", help: "Seed of simulated backends (default 0)"),
+        OptionSpec(["--fake-fault"], value: "PHASE[:fail|hang]", repeatable: true,
+                   help: "Inject a fault (fake backend) into a phase: create, boot, agent-ready, start, exit"),
+        OptionSpec(["--allow-unaccelerated"], help: "Let kvm run on a host without hardware virtualization (very slow)"),
+        OptionSpec(["--verbose", "-v"], help: "Say which backend was picked and why"),
+    ]
+    static let discussion = """
+    Options end at the first argument that is not an option, so the command's own flags are left alone.
+    The command's stdout and stderr pass through untouched; hyperctl's own messages go to stderr.
+    """
+
+    static func run(_ arguments: ParsedArguments, context: CommandContext) throws(HyperError) -> Int32 {
+        let spec = try SpecFlags.makeSpec(arguments, context: context)
+        var options = LaunchOptions()
+        options.streams = context.streams
+        if let seedText = arguments.value("--seed") {
+            guard let seed = UInt64(seedText) else {
+                throw HyperError(.invalidArgument, "--seed: \"\(seedText)\" is not a whole number from 0 to \(UInt64.max)")
+            }
+            options.seed = seed
+        }
+        for text in arguments.all("--fake-fault") { options.faults.append(try PhaseFault.parse(text)) }
+        options.allowUnaccelerated = arguments.has("--allow-unaccelerated")
+
+        let selection = try context.registry.select(arguments.value("--backend") ?? BackendRegistry.automaticName)
+        let backend = selection.backend
+        if arguments.has("--verbose") { context.note("backend \(backend.name): \(selection.reason)") }
+
+        let reportPath = arguments.value("--report").map { SandboxSpec.absolute($0, base: context.currentDirectory) }
+        var details: [(String, JSONValue)] = []
+        if backend.isolation == .simulated { details.append(("seed", .string(String(options.seed)))) }
+
+        var timeline: [PhaseEvent] = []
+        do throws(HyperError) {
+            let handle = try backend.launch(spec, options: options)
+            let status: ExitStatus
+            do throws(HyperError) {
+                status = try handle.wait()
+            } catch {
+                timeline = handle.timeline
+                throw error
+            }
+            if let reportPath {
+                let report = SandboxReport(backend: backend.name, spec: spec, timeline: handle.timeline, status: status, details: details)
+                try write(report, to: reportPath)
+            }
+            if status == .timedOut, let limit = spec.limits.timeout {
+                context.note("timed out after \(Units.formatDuration(limit)); the sandbox was killed")
+            }
+            return status.exitCode
+        } catch {
+            if let reportPath {
+                let report = SandboxReport(backend: backend.name, spec: spec, timeline: timeline, status: nil,
+                                           failure: error.message, details: details)
+                try? write(report, to: reportPath)
+            }
+            throw error
+        }
+    }
+
+    static func write(_ report: SandboxReport, to path: String) throws(HyperError) {
+        do {
+            try HostSystem.writeFile(path, Array(report.text.utf8))
+        } catch {
+            throw HyperError(.hostFailure, "report: \(error)")
+        }
+    }
+}
