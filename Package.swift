@@ -29,7 +29,7 @@ let package = Package(
         .executableTarget(
             name: "hyperctl",
             dependencies: ["Hyper", "HyperKVM", "HyperProcess", "HyperFake"],
-            linkerSettings: [.unsafeFlags(["-static-stdlib"])]
+            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
         ),
 
         .testTarget(name: "HyperTests", dependencies: ["Hyper"]),

@@ -7,7 +7,7 @@ final class FakeSandbox: SandboxHandle {
         var clock = VirtualClock()
         var generator: SeededGenerator
         var timeline: [PhaseEvent] = []
-        var result: Result<ExitStatus, HyperError>?
+        var result: Result<SandboxExit, HyperError>?
         var pendingSignal: Int32?
     }
 
@@ -34,8 +34,8 @@ final class FakeSandbox: SandboxHandle {
 
     func kill() throws(HyperError) { try signal(9) }
 
-    func wait() throws(HyperError) -> ExitStatus {
-        let result = state.withLock { state -> Result<ExitStatus, HyperError> in
+    func wait() throws(HyperError) -> SandboxExit {
+        let result = state.withLock { state -> Result<SandboxExit, HyperError> in
             if let finished = state.result { return finished }
             let outcome = simulate(&state)
             state.result = outcome
@@ -45,7 +45,7 @@ final class FakeSandbox: SandboxHandle {
     }
 
     /// Runs the whole lifecycle on the virtual clock.
-    private func simulate(_ state: inout State) -> Result<ExitStatus, HyperError> {
+    private func simulate(_ state: inout State) -> Result<SandboxExit, HyperError> {
         let deadline = spec.limits.timeout.map { UInt64($0.nanoseconds) }
         for phase in SandboxPhase.allCases {
             let duration = latency.duration(of: phase, using: &state.generator)
@@ -80,7 +80,7 @@ final class FakeSandbox: SandboxHandle {
         return .failure(HyperError(.phaseFailed, "the simulation ended without an exit phase"))
     }
 
-    private func runCommand(_ state: inout State, deadline: UInt64?, startupCost: UInt64) -> ExitStatus {
+    private func runCommand(_ state: inout State, deadline: UInt64?, startupCost: UInt64) -> SandboxExit {
         let commands = FakeCommands(spec: spec)
         let input = streams.input
         let result = commands.run(spec.command) {

@@ -15,7 +15,8 @@ public struct KVMDevice: ~Copyable {
     /// - Parameter path: the device node, /dev/kvm unless a test says otherwise.
     /// - Throws: `KVMError.systemCall` with the errno of `open`.
     public init(path: String = "/dev/kvm") throws(KVMError) {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
+        // SAFETY: open only reads the NUL-terminated path that Swift passes for the call.
+        let fd = unsafe open(path, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw KVMError.systemCall(operation: "open \(path)", errorNumber: errno) }
         descriptor = fd
     }

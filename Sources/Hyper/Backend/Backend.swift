@@ -119,12 +119,12 @@ public protocol Backend: Sendable {
     /// Starts a sandbox. The spec has been validated; the backend checks its own capabilities.
     func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle
     /// Boots a raw VM with its console on `request.consoleOutput` and returns how it ended.
-    func boot(_ request: BootRequest) throws(HyperError) -> ExitStatus
+    func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit
 }
 
 extension Backend {
     /// Backends without a raw VM say so.
-    public func boot(_ request: BootRequest) throws(HyperError) -> ExitStatus {
+    public func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit {
         throw HyperError(.notImplemented, "boot is not implemented by this backend (\(name))")
     }
 

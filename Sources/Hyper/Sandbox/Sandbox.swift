@@ -57,7 +57,7 @@ public struct PhaseEvent: Equatable, Sendable {
 }
 
 /// How a sandboxed command ended.
-public enum ExitStatus: Equatable, Sendable {
+public enum SandboxExit: Equatable, Sendable {
     /// It exited with this code.
     case exited(Int32)
     /// It was killed by this signal.
@@ -162,7 +162,7 @@ public protocol SandboxHandle: AnyObject, Sendable {
     /// The streams the command is connected to.
     var streams: StandardStreams { get }
     /// Waits for the command to end and returns how it ended. Calling it again returns the same status.
-    func wait() throws(HyperError) -> ExitStatus
+    func wait() throws(HyperError) -> SandboxExit
     /// Sends a signal to the sandboxed command.
     func signal(_ number: Int32) throws(HyperError)
     /// Kills the whole sandbox at once.

@@ -7,14 +7,14 @@ public struct SandboxReport: Sendable {
     public var backend: String
     public var spec: SandboxSpec
     public var timeline: [PhaseEvent]
-    public var status: ExitStatus?
+    public var status: SandboxExit?
     /// The error that ended the run, when it did not end with a status.
     public var failure: String?
     /// Backend-specific facts (for example the fake backend's seed).
     public var details: [(String, JSONValue)]
 
     /// Creates a report.
-    public init(backend: String, spec: SandboxSpec, timeline: [PhaseEvent], status: ExitStatus?, failure: String? = nil,
+    public init(backend: String, spec: SandboxSpec, timeline: [PhaseEvent], status: SandboxExit?, failure: String? = nil,
                 details: [(String, JSONValue)] = []) {
         self.backend = backend
         self.spec = spec
@@ -27,7 +27,7 @@ public struct SandboxReport: Sendable {
     /// The report as a JSON value.
     public var json: JSONValue {
         var members: [(String, JSONValue)] = [
-            ("hyperctl", .string(Hyper.version)),
+            ("hyperctl", .string(HyperRelease.version)),
             ("backend", .string(backend)),
         ]
         members.append(contentsOf: details)

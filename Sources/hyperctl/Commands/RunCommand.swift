@@ -45,7 +45,7 @@ enum RunCommand: CLICommand {
         var timeline: [PhaseEvent] = []
         do throws(HyperError) {
             let handle = try backend.launch(spec, options: options)
-            let status: ExitStatus
+            let status: SandboxExit
             do throws(HyperError) {
                 status = try handle.wait()
             } catch {

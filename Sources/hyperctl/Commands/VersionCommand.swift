@@ -11,7 +11,7 @@ enum VersionCommand: CLICommand {
         guard arguments.positionals.isEmpty else {
             throw HyperError(.invalidArgument, "version takes no arguments")
         }
-        context.print("hyperctl \(Hyper.version)\n")
+        context.print("hyperctl \(HyperRelease.version)\n")
         return 0
     }
 }

@@ -1,0 +1,230 @@
+import Foundation
+import Hyper
+import HyperFake
+import HyperKVM
+import HyperProcess
+import Testing
+@testable import hyperctl
+
+@Suite("hyperctl run and exit codes")
+struct RunCommandTests {
+    @Test func echoPrintsAndExitsZero() {
+        let result = runInProcess(["run", "--backend", "fake", "--", "echo", "hello"])
+        #expect(result.exitCode == 0)
+        #expect(result.output == "hello\n")
+        #expect(result.errorOutput.isEmpty)
+    }
+
+    @Test func commandExitCodePassesThrough() {
+        #expect(runInProcess(["run", "--backend", "fake", "--", "exit", "3"]).exitCode == 3)
+        #expect(runInProcess(["run", "--backend", "fake", "false"]).exitCode == 1)
+        #expect(runInProcess(["run", "--backend", "fake", "nosuchcommand"]).exitCode == 127)
+        #expect(runInProcess(["run", "--backend", "fake", "--timeout", "1s", "--", "sleep", "2s"]).exitCode == 124)
+    }
+
+    @Test func injectedFaultExits125NamingThePhase() {
+        let result = runInProcess(["run", "--backend", "fake", "--fake-fault", "boot", "--", "true"])
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("boot"))
+        #expect(result.errorOutput.hasPrefix("hyperctl: "))
+    }
+
+    @Test func unknownBackendListsTheKnownOnes() {
+        let result = runInProcess(["run", "--backend", "nosuch", "--", "true"])
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("unknown backend \"nosuch\""))
+        #expect(result.errorOutput.contains("kvm, process, fake, auto"))
+    }
+
+    @Test(arguments: [
+        (["run", "--backend", "fake", "--memory", "lots", "--", "true"], "memory: \"lots\" is not a size"),
+        (["run", "--backend", "fake", "--timeout", "-1s", "--", "true"], "timeout: \"-1s\" is not a positive duration"),
+        (["run", "--backend", "fake", "--workspace", "/no/such/dir", "--", "true"], "workspace: /no/such/dir does not exist"),
+        (["run", "--backend", "fake", "--spec", "/no/such/spec.json", "--", "true"], "spec: cannot read /no/such/spec.json"),
+        (["run", "--backend", "fake"], "command: empty"),
+        (["run", "--bogus", "--", "true"], "unknown option --bogus"),
+        (["run", "--backend"], "--backend needs a value"),
+        (["run", "--seed", "x", "--backend", "fake", "true"], "--seed: \"x\" is not a whole number"),
+        (["run", "--backend", "fake", "--secret", "T=hunter2", "true"], "literal values are not accepted"),
+        (["run", "--backend", "fake", "--net", "allow:example.org", "true"], "backend fake does not enforce: network allowlist"),
+        (["run", "--backend", "process", "--fake-fault", "boot", "true"], "does not enforce"),
+        (["frobnicate"], "unknown command \"frobnicate\""),
+        (["boot", "--backend", "kvm"], "boot needs --kernel FILE"),
+        (["boot", "--kernel", "/no/such/kernel"], "--kernel: /no/such/kernel is not a readable file"),
+        (["backends", "extra"], "backends takes no arguments"),
+    ])
+    func badInputExits125WithAMessage(arguments: [String], message: String) {
+        let result = runInProcess(arguments)
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains(message), "stderr was: \(result.errorOutput)")
+    }
+
+    @Test func bootIsNotImplementedYet() throws {
+        let kernel = "/tmp/hyperctl-test-kernel-\(getpid())"
+        _ = FileManager.default.createFile(atPath: kernel, contents: Data([0x7F, 0x45, 0x4C, 0x46]))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let result = runInProcess(["boot", "--backend", "fake", "--kernel", kernel])
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("not implemented by this backend"))
+    }
+
+    @Test func specFileLoadsAndFlagsOverrideIt() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spec = #"{"command": ["echo", "from", "spec"], "limits": {"timeout": "1s"}}"#
+        try spec.write(toFile: directory + "/spec.json", atomically: true, encoding: .utf8)
+        let fromFile = runInProcess(["run", "--backend", "fake", "--spec", "spec.json"], directory: directory)
+        #expect(fromFile.exitCode == 0 && fromFile.output == "from spec\n")
+        let overridden = runInProcess(["run", "--backend", "fake", "--spec", "spec.json", "--", "echo", "from", "flags"], directory: directory)
+        #expect(overridden.output == "from flags\n")
+        try #"{"limits": {"memory": "lots"}}"#.write(toFile: directory + "/bad.json", atomically: true, encoding: .utf8)
+        let bad = runInProcess(["run", "--backend", "fake", "--spec", "bad.json", "true"], directory: directory)
+        #expect(bad.exitCode == 125 && bad.errorOutput.contains("limits.memory: \"lots\""))
+    }
+
+    @Test func reportsAreByteIdenticalForTheSameSeed() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for name in ["a.json", "b.json"] {
+            let result = runInProcess(["run", "--backend", "fake", "--seed", "7", "--report", name, "--env", "SECRETISH=hunter2", "--", "echo", "hello"],
+                                      directory: directory)
+            #expect(result.exitCode == 0)
+        }
+        let first = try Data(contentsOf: URL(fileURLWithPath: directory + "/a.json"))
+        let second = try Data(contentsOf: URL(fileURLWithPath: directory + "/b.json"))
+        #expect(first == second)
+        let text = String(decoding: first, as: UTF8.self)
+        let report = try JSONValue.parse(text)
+        #expect(report["backend"] == .string("fake"))
+        #expect(report["exit"]?["code"] == .number(0))
+        #expect(!text.contains("hunter2"))
+        guard case let .array(timeline)? = report["timeline"] else {
+            Issue.record("no timeline")
+            return
+        }
+        #expect(timeline.compactMap { $0["phase"] } == SandboxPhase.allCases.map { .string($0.rawValue) })
+    }
+
+    @Test func failedRunStillWritesAReport() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = runInProcess(["run", "--backend", "fake", "--report", "r.json", "--fake-fault", "agent-ready", "--", "true"], directory: directory)
+        #expect(result.exitCode == 125)
+        let report = try JSONValue.parse(String(contentsOfFile: directory + "/r.json", encoding: .utf8))
+        #expect(report["exit"] == .null)
+        #expect(report["error"].map { $0.compactText.contains("agent") } == true)
+    }
+
+    @Test func helpExitsZero() {
+        #expect(runInProcess(["--help"]).exitCode == 0)
+        let help = runInProcess(["run", "--help"])
+        #expect(help.exitCode == 0 && help.output.contains("--fake-fault"))
+        #expect(runInProcess(["help", "backends"]).output.contains("--json"))
+        #expect(runInProcess(["version"]).output == "hyperctl \(HyperRelease.version)\n")
+    }
+
+    @Test func commandFlagsAfterTheCommandAreNotParsed() {
+        let result = runInProcess(["run", "--backend", "fake", "echo", "--memory", "-v"])
+        #expect(result.exitCode == 0 && result.output == "--memory -v\n")
+    }
+}
+
+@Suite("Backend selection")
+struct BackendSelectionTests {
+    static let pvmHost = KVMHostFacts.gather  // unused reference keeps the real gatherer linked
+
+    func registry(kvm: @escaping @Sendable () -> KVMHostFacts, processAvailable: Bool) -> BackendRegistry {
+        BackendRegistry([
+            KVMBackend(facts: kvm),
+            ProcessBackend {
+                var facts = ProcessHostFacts()
+                facts.maxUserNamespaces = processAvailable ? 100 : 0
+                facts.hasSeccompFilter = true
+                facts.isRoot = true
+                return facts
+            },
+            FakeBackend(),
+        ])
+    }
+
+    static let acceleratedKVM: @Sendable () -> KVMHostFacts = {
+        var facts = KVMHostFacts()
+        facts.deviceExists = true
+        facts.apiVersion = 12
+        facts.extensions = Set(KVMExtension.allCases)
+        facts.hardwareVirtualizationFlag = "svm"
+        return facts
+    }
+
+    static let softwareKVM: @Sendable () -> KVMHostFacts = {
+        var facts = acceleratedKVM()
+        facts.hardwareVirtualizationFlag = nil
+        facts.softwareProvider = "kvm_pvm"
+        return facts
+    }
+
+    @Test func autoPicksAcceleratedKVM() throws {
+        let selection = try registry(kvm: Self.acceleratedKVM, processAvailable: true).select("auto")
+        #expect(selection.backend.name == "kvm")
+    }
+
+    @Test func autoPassesOverUnacceleratedKVM() throws {
+        let selection = try registry(kvm: Self.softwareKVM, processAvailable: true).select("auto")
+        #expect(selection.backend.name == "process")
+        #expect(selection.reason.contains("passed over kvm: present, not hardware-accelerated"))
+    }
+
+    @Test func autoNeverPicksFake() {
+        #expect(throws: HyperError.self) {
+            _ = try registry(kvm: { KVMHostFacts() }, processAvailable: false).select("auto")
+        }
+    }
+
+    @Test func verboseRunSaysWhichBackendAndWhy() {
+        let result = runInProcess(["run", "-v", "--backend", "auto", "--", "true"],
+                                  registry: registry(kvm: Self.softwareKVM, processAvailable: true))
+        #expect(result.errorOutput.contains("backend process: auto picked process"))
+        #expect(result.errorOutput.contains("not hardware-accelerated"))
+    }
+
+    @Test func backendsJSONHasExactlyTheDocumentedKeys() throws {
+        let result = runInProcess(["backends", "--json"], registry: registry(kvm: Self.softwareKVM, processAvailable: true))
+        #expect(result.exitCode == 0)
+        guard case let .array(rows) = try JSONValue.parse(result.output) else {
+            Issue.record("not an array")
+            return
+        }
+        #expect(rows.compactMap { $0["name"] } == [.string("kvm"), .string("process"), .string("fake")])
+        for row in rows {
+            guard case let .object(members) = row else { continue }
+            #expect(members.map(\.0) == ["name", "available", "isolation", "accelerated", "reason"])
+        }
+        #expect(rows[0]["accelerated"] == .bool(false))
+        #expect(rows[1]["accelerated"] == .null)
+    }
+
+    @Test func backendsTableOnThisHostIsTruthful() {
+        let result = runInProcess(["backends"])
+        let facts = KVMHostFacts.gather()
+        let kvmLine = result.output.split(separator: "\n").first { $0.hasPrefix("kvm") } ?? ""
+        if facts.deviceExists, facts.softwareProvider != nil || facts.hardwareVirtualizationFlag == nil {
+            #expect(kvmLine.contains("not hardware-accelerated"))
+        }
+        #expect(result.output.split(separator: "\n").count == 4)
+    }
+}
+
+@Suite("The hyperctl binary", .enabled(if: hyperctlBinaryExists, "needs the hyperctl binary built beside the tests"))
+struct BinaryTests {
+    @Test func stdoutPassesThroughAndExitCodesAreReal() throws {
+        let hello = try runBinary(["run", "--backend", "fake", "--seed", "7", "--", "echo", "hello"])
+        #expect(hello.exitCode == 0 && hello.output == "hello\n" && hello.errorOutput.isEmpty)
+        #expect(try runBinary(["run", "--backend", "fake", "--", "exit", "42"]).exitCode == 42)
+        #expect(try runBinary(["run", "--backend", "nosuch", "--", "true"]).exitCode == 125)
+    }
+
+    @Test func interactiveStdinReachesTheCommand() throws {
+        let result = try runBinary(["run", "--backend", "fake", "-i", "--", "cat"], input: "typed input\n")
+        #expect(result.output == "typed input\n")
+    }
+}
