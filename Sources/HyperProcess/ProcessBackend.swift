@@ -1,24 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hyper
 
-/// The `process` backend: the command runs as a host process inside fresh namespaces, with a private root,
-/// seccomp-bpf and resource limits. It is the fallback for hosts without hardware-accelerated KVM.
+/// The `process` backend: the command runs as a host process inside fresh namespaces, with a private read-only
+/// root, no capabilities, seccomp-bpf and resource limits. It is the fallback for hosts without
+/// hardware-accelerated KVM. See docs/process-backend.md for the threat model.
 public struct ProcessBackend: Backend {
     public let name = "process"
     public let isolation = IsolationLevel.namespaces
-    public let capabilities: Set<SandboxFeature> = []
     private let gatherFacts: @Sendable () -> ProcessHostFacts
+    /// The `hyper-jail` helper executable.
+    public let helperPath: String
+    /// How the sandbox's root is laid out.
+    public var planner: JailPlanner
 
-    /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.
-    public init(facts: @escaping @Sendable () -> ProcessHostFacts = { ProcessHostFacts.gather() }) {
+    /// Creates the backend.
+    ///
+    /// - Parameters:
+    ///   - helperPath: the helper binary; by default `hyper-jail` beside the running executable.
+    ///   - planner: the root layout (system root, repository protection).
+    ///   - facts: the host facts; tests pass their own to check verdicts and selection.
+    public init(helperPath: String? = nil, planner: JailPlanner = JailPlanner(),
+                facts: @escaping @Sendable () -> ProcessHostFacts = { ProcessHostFacts.gather() }) {
         gatherFacts = facts
+        self.planner = planner
+        let executable = HostSystem.executablePath() ?? "/usr/local/bin/hyperctl"
+        let folder = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        self.helperPath = helperPath ?? folder + "/hyper-jail"
     }
 
-    public func probe() -> ProbeResult { ProcessProbe.evaluate(gatherFacts()) }
+    /// Features enforced here: limits only where a cgroup controller or an rlimit can hold them.
+    public var capabilities: Set<SandboxFeature> {
+        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive]
+        let facts = gatherFacts()
+        if facts.isRoot, facts.limitControllers.contains("cpu"), facts.cgroupLayout != .absent { features.insert(.cpuLimit) }
+        return features
+    }
+
+    public func probe() -> ProbeResult {
+        var result = ProcessProbe.evaluate(gatherFacts())
+        if result.isAvailable, HostSystem.fileKind(at: helperPath) != .regularFile {
+            result = ProbeResult(isAvailable: false, reasons: ["the hyper-jail helper is missing at \(helperPath)"])
+        }
+        return result
+    }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
         let result = probe()
         guard result.isAvailable else { throw ProcessError.unavailable(result.reason).hyperError }
         try checkSupport(spec, options: options)
-        throw ProcessError.notImplemented("launching namespace sandboxes").hyperError
+        #if os(Linux)
+        let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
+        let config = planner.plan(spec, facts: gatherFacts(), sandboxName: name)
+        do {
+            return try start(config, streams: options.streams)
+        } catch {
+            throw error.hyperError
+        }
+        #else
+        throw ProcessError.unavailable("namespaces need Linux").hyperError
+        #endif
     }
+
+    #if os(Linux)
+    /// Spawns the helper with its configuration and returns the handle.
+    func start(_ config: JailConfig, streams: StandardStreams) throws(ProcessError) -> ProcessSandbox {
+        ProcessSystem.ignoreBrokenPipes()
+        let launchStart = HostSystem.monotonicNanoseconds()
+        let configuration = try ProcessSystem.makePipe()
+        let status = try ProcessSystem.makePipe()
+        let lifeline = try ProcessSystem.makePipe()
+        let helper: pid_t
+        do {
+            helper = try ProcessSystem.spawn(
+                helperPath,
+                descriptors: [streams.input, streams.output, streams.error, configuration.read, status.write, lifeline.read])
+        } catch {
+            [configuration.read, configuration.write, status.read, status.write, lifeline.read, lifeline.write].forEach(ProcessSystem.closeQuietly)
+            throw error
+        }
+        [configuration.read, status.write, lifeline.read].forEach(ProcessSystem.closeQuietly)
+        let sandbox = ProcessSandbox(helper: helper, statusReader: status.read, lifeline: lifeline.write,
+                                     streams: streams, launchStart: launchStart)
+        // A helper that fails early closes its end; its status line then says why.
+        try? HostSystem.writeAll(configuration.write, config.encoded())
+        ProcessSystem.closeQuietly(configuration.write)
+        return sandbox
+    }
+    #endif
 }

@@ -22,6 +22,8 @@ public struct ProcessHostFacts: Equatable, Sendable {
     public var cgroupLayout = CgroupLayout.absent
     /// Whether the unified hierarchy has the memory and pids controllers enabled (v2), or v1 has them mounted.
     public var limitControllers: [String] = []
+    /// Whether v1 memory cgroups account swap (`memory.memsw.limit_in_bytes` exists).
+    public var hasMemorySwapAccounting = false
     /// Whether the kernel offers seccomp filters.
     public var hasSeccompFilter = false
 
@@ -41,6 +43,7 @@ public struct ProcessHostFacts: Equatable, Sendable {
         } else if HostSystem.fileKind(at: "/sys/fs/cgroup/memory") == .directory {
             facts.cgroupLayout = .legacy
             facts.limitControllers = ["memory", "pids", "cpu"].filter { HostSystem.fileKind(at: "/sys/fs/cgroup/\($0)") == .directory }
+            facts.hasMemorySwapAccounting = HostSystem.fileKind(at: "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") != nil
         }
         facts.hasSeccompFilter = HostSystem.readText("/proc/sys/kernel/seccomp/actions_avail")?.contains("kill_process") ?? false
         return facts

@@ -196,3 +196,34 @@ extension HostSystem {
     /// Whether the process runs with effective uid 0.
     public static var isRoot: Bool { geteuid() == 0 }
 }
+
+extension HostSystem {
+    /// Returns the target of the symbolic link at `path`, or nil when it is not a symbolic link.
+    public static func symbolicLinkTarget(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        // SAFETY: readlink writes at most buffer.count - 1 bytes into the buffer, which outlives the call.
+        let length = unsafe buffer.withUnsafeMutableBufferPointer { pointer -> Int in
+            guard let base = pointer.baseAddress else { return -1 }
+            return unsafe readlink(path, base, pointer.count - 1)
+        }
+        guard length > 0 else { return nil }
+        return String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Returns the owner and group of the object at `path`, or nil when it does not exist.
+    public static func owner(of path: String) -> (uid: UInt32, gid: UInt32)? {
+        var info = stat()
+        // SAFETY: stat writes only into `info`, a local of the right type.
+        guard unsafe stat(path, &info) == 0 else { return nil }
+        return (info.st_uid, info.st_gid)
+    }
+
+    /// The real user and group ids of this process.
+    public static var userIdentity: (uid: UInt32, gid: UInt32) { (getuid(), getgid()) }
+
+    /// The path of the running executable.
+    public static func executablePath() -> String? { symbolicLinkTarget("/proc/self/exe") }
+
+    /// The process id of this process.
+    public static var processID: Int32 { getpid() }
+}

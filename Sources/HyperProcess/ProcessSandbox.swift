@@ -1,0 +1,120 @@
+#if os(Linux)
+import Glibc
+import Hyper
+import Synchronization
+
+/// A running namespace sandbox: the helper process on the host, and the status lines it reports.
+final class ProcessSandbox: SandboxHandle {
+    private struct State {
+        var timeline: [PhaseEvent] = []
+        var result: Result<SandboxExit, HyperError>?
+        var lifeline: Int32
+        var statusReader: Int32
+        var reaped = false
+    }
+
+    let streams: StandardStreams
+    private let helper: pid_t
+    private let launchStart: UInt64
+    private let state: Mutex<State>
+    /// Serializes waiters; held while one thread reads the helper's status lines.
+    private let waiting = Mutex(())
+
+    init(helper: pid_t, statusReader: Int32, lifeline: Int32, streams: StandardStreams, launchStart: UInt64) {
+        self.helper = helper
+        self.streams = streams
+        self.launchStart = launchStart
+        self.state = Mutex(State(lifeline: lifeline, statusReader: statusReader))
+    }
+
+    deinit {
+        // Closing the lifeline makes the helper kill whatever is left and clean up.
+        let (lifeline, reader, reaped) = state.withLock { ($0.lifeline, $0.statusReader, $0.reaped) }
+        ProcessSystem.closeQuietly(lifeline)
+        ProcessSystem.closeQuietly(reader)
+        if !reaped { _ = ProcessSystem.reap(helper) }
+    }
+
+    var timeline: [PhaseEvent] { state.withLock { $0.timeline } }
+
+    func signal(_ number: Int32) throws(HyperError) {
+        guard number > 0, number < 65 else { throw HyperError(.invalidArgument, "signal \(number) is not a valid signal number") }
+        if number == SIGKILL { return try kill() }
+        let finished = state.withLock { $0.result != nil }
+        if !finished, !ProcessSystem.send(number, to: helper) {
+            throw ProcessError.systemCall(operation: "signal the sandbox", errorNumber: errno).hyperError
+        }
+    }
+
+    func kill() throws(HyperError) {
+        state.withLock { state in
+            ProcessSystem.closeQuietly(state.lifeline)
+            state.lifeline = -1
+        }
+    }
+
+    func wait() throws(HyperError) -> SandboxExit {
+        let result = waiting.withLock { _ -> Result<SandboxExit, HyperError> in
+            if let finished = state.withLock({ $0.result }) { return finished }
+            let outcome = readUntilEnd()
+            state.withLock { state in
+                state.result = outcome
+                ProcessSystem.closeQuietly(state.statusReader)
+                ProcessSystem.closeQuietly(state.lifeline)
+                state.statusReader = -1
+                state.lifeline = -1
+            }
+            _ = ProcessSystem.reap(helper)
+            state.withLock { $0.reaped = true }
+            return outcome
+        }
+        return try result.get()
+    }
+
+    /// Reads the helper's status lines until it closes the pipe, recording phases, and returns the outcome.
+    private func readUntilEnd() -> Result<SandboxExit, HyperError> {
+        let reader = state.withLock { $0.statusReader }
+        var pending: [UInt8] = []
+        var outcome: Result<SandboxExit, HyperError>?
+        while true {
+            guard let chunk = try? HostSystem.readSome(reader, count: 4096), !chunk.isEmpty else { break }
+            pending += chunk
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                if outcome == nil || line.hasPrefix("error ") == false { handle(line, outcome: &outcome) }
+            }
+        }
+        return outcome ?? .failure(ProcessError.setupFailed("the helper ended without a status").hyperError)
+    }
+
+    private func handle(_ line: String, outcome: inout Result<SandboxExit, HyperError>?) {
+        let words = line.split(separator: " ", maxSplits: 1).map(String.init)
+        guard let word = words.first else { return }
+        let argument = words.count > 1 ? words[1] : ""
+        let now = HostSystem.monotonicNanoseconds()
+        func record(_ phase: SandboxPhase, at instant: UInt64) {
+            let relative = instant >= launchStart ? instant - launchStart : 0
+            state.withLock { $0.timeline.append(PhaseEvent(phase: phase, nanoseconds: relative)) }
+        }
+        switch word {
+        case "created":
+            record(.created, at: UInt64(argument) ?? now)
+        case "started":
+            record(.commandStarted, at: UInt64(argument) ?? now)
+        case "exited":
+            record(.exited, at: now)
+            outcome = .success(.exited(Int32(argument) ?? 125))
+        case "signaled":
+            record(.exited, at: now)
+            outcome = .success(.signaled(Int32(argument) ?? SIGKILL))
+        case "timeout":
+            outcome = .success(.timedOut)
+        case "error":
+            outcome = .failure(ProcessError.setupFailed(argument).hyperError)
+        default:
+            break
+        }
+    }
+}
+#endif

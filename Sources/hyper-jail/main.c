@@ -1,0 +1,775 @@
+// hyper-jail: the single-threaded pre-exec helper of hyperctl's process backend.
+//
+// hyperctl (a multi-threaded Swift program) spawns this helper with:
+//   fd 3  the jail configuration (records written by HyperProcess's JailConfig), read to EOF;
+//   fd 4  the status pipe: one text line per event ("created NS", "started NS", "exited CODE",
+//         "signaled N", "timeout", "error MESSAGE");
+//   fd 5  the lifeline: hyperctl holds the write end; EOF means hyperctl died, and the sandbox is killed.
+// Everything between fork and exec happens here, in C, with no threads.
+//
+// Process tree:  helper (host, runs cgroup work)  ->  warden (joins the sandbox user namespace, unshares the
+// other namespaces)  ->  init (pid 1 of the new pid namespace: builds the root, drops privileges, installs
+// seccomp, reaps)  ->  the command.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/mount.h>
+#include <linux/seccomp.h>
+#include <linux/securebits.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONFIG_FD 3
+#define STATUS_FD 4
+#define LIFELINE_FD 5
+// The new root is a tmpfs mounted over /tmp in the private mount namespace; every host path to bind was
+// opened as a detached mount beforehand, so nothing is looked up through the covered directory.
+#define NEW_ROOT "/tmp"
+#define MAX_ITEMS 512
+
+// Record tags; the Swift side (JailConfig.swift) writes the same numbers.
+enum {
+    TAG_ARG = 1, TAG_ENV = 2, TAG_CWD = 3, TAG_BIND = 4, TAG_READONLY_PATH = 5, TAG_SECCOMP = 6,
+    TAG_TIMEOUT_MS = 7, TAG_CGROUP_DIR = 8, TAG_CGROUP_WRITE = 9, TAG_CGROUP_PROCS = 10, TAG_RLIMIT = 11,
+    TAG_HOSTNAME = 12, TAG_STDIN = 13, TAG_FILE = 14, TAG_SYMLINK = 15, TAG_UID = 16, TAG_GID = 17,
+    TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20,
+};
+
+struct record { uint32_t tag; uint32_t length; char *value; };
+
+struct config {
+    struct record items[MAX_ITEMS];
+    int count;
+    char *argv[MAX_ITEMS + 1];
+    char *envp[MAX_ITEMS + 1];
+    const char *cwd;
+    const char *hostname;
+    long timeout_ms;
+    int forward_stdin;
+    unsigned inside_uid, inside_gid;
+    unsigned long id_base;
+    struct sock_fprog seccomp;
+};
+
+static struct config cfg;
+// Whether the helper runs as host root (then the sandbox gets its own id range and idmapped binds).
+static int host_root;
+
+// MARK: - Reporting
+
+static void status_line(const char *format, ...) {
+    char line[1024];
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(line, sizeof line - 1, format, args);
+    va_end(args);
+    if (n < 0) return;
+    if (n > (int)sizeof line - 2) n = sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t ignored = write(STATUS_FD, line, (size_t)n);
+    (void)ignored;
+}
+
+static uint64_t monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+// Reports a failed setup step with errno and ends this process. Used in every process of the tree.
+static void die(const char *step) {
+    int saved = errno;
+    status_line("error %s: %s", step, strerror(saved));
+    _exit(125);
+}
+
+static void die_message(const char *message) {
+    status_line("error %s", message);
+    _exit(125);
+}
+
+// MARK: - Configuration
+
+static int read_exact(int fd, void *buffer, size_t length) {
+    size_t done = 0;
+    while (done < length) {
+        ssize_t got = read(fd, (char *)buffer + done, length - done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return -1;
+        done += (size_t)got;
+    }
+    return 0;
+}
+
+static void read_config(void) {
+    int argc = 0, envc = 0;
+    cfg.timeout_ms = 0;
+    cfg.id_base = 0;
+    for (;;) {
+        uint32_t header[2];
+        ssize_t got = read(CONFIG_FD, header, 1);
+        if (got == 0) break;
+        if (got < 0) { if (errno == EINTR) continue; die("read configuration"); }
+        if (read_exact(CONFIG_FD, (char *)header + 1, sizeof header - 1) != 0) die_message("truncated configuration");
+        if (cfg.count >= MAX_ITEMS || header[1] > (64u << 20)) die_message("configuration too large");
+        char *value = malloc((size_t)header[1] + 1);
+        if (!value) die("allocate configuration");
+        if (read_exact(CONFIG_FD, value, header[1]) != 0) die_message("truncated configuration");
+        value[header[1]] = 0;
+        struct record *r = &cfg.items[cfg.count++];
+        r->tag = header[0];
+        r->length = header[1];
+        r->value = value;
+        switch (r->tag) {
+        case TAG_ARG: cfg.argv[argc++] = value; break;
+        case TAG_ENV: cfg.envp[envc++] = value; break;
+        case TAG_CWD: cfg.cwd = value; break;
+        case TAG_HOSTNAME: cfg.hostname = value; break;
+        case TAG_TIMEOUT_MS: cfg.timeout_ms = atol(value); break;
+        case TAG_STDIN: cfg.forward_stdin = value[0] == '1'; break;
+        case TAG_UID: cfg.inside_uid = (unsigned)strtoul(value, NULL, 10); break;
+        case TAG_GID: cfg.inside_gid = (unsigned)strtoul(value, NULL, 10); break;
+        case TAG_ID_BASE: cfg.id_base = strtoul(value, NULL, 10); break;
+        case TAG_SECCOMP:
+            if (r->length % sizeof(struct sock_filter) != 0 || r->length == 0) die_message("malformed seccomp program");
+            cfg.seccomp.len = (unsigned short)(r->length / sizeof(struct sock_filter));
+            cfg.seccomp.filter = (struct sock_filter *)value;
+            break;
+        default: break;
+        }
+    }
+    close(CONFIG_FD);
+    cfg.argv[argc] = NULL;
+    cfg.envp[envc] = NULL;
+    if (argc == 0) die_message("no command in configuration");
+    if (!cfg.cwd) die_message("no working directory in configuration");
+}
+
+// Returns the second NUL-separated field of a record value ("a\0b" -> "b").
+static const char *second_field(const struct record *r) {
+    size_t first = strlen(r->value);
+    if (first + 1 >= r->length + 1u) return "";
+    return r->value + first + 1;
+}
+
+// MARK: - Small system helpers
+
+static int write_file(const char *path, const char *content) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    size_t length = strlen(content);
+    ssize_t written = write(fd, content, length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return written == (ssize_t)length ? 0 : -1;
+}
+
+static int create_file(const char *path, const char *content, size_t length, mode_t mode) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) return -1;
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = write(fd, content + done, length - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) { close(fd); return -1; }
+        done += (size_t)n;
+    }
+    return close(fd);
+}
+
+// Creates every missing directory of an absolute path.
+static int make_directories(const char *path, mode_t mode) {
+    char buffer[4096];
+    if (strlen(path) >= sizeof buffer) { errno = ENAMETOOLONG; return -1; }
+    strcpy(buffer, path);
+    for (char *p = buffer + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buffer, mode) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buffer, mode) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+static int sys_open_tree(int dirfd, const char *path, unsigned flags) {
+    return (int)syscall(SYS_open_tree, dirfd, path, flags);
+}
+static int sys_move_mount(int from_fd, const char *from, int to_fd, const char *to, unsigned flags) {
+    return (int)syscall(SYS_move_mount, from_fd, from, to_fd, to, flags);
+}
+static int sys_mount_setattr(int fd, const char *path, unsigned flags, struct mount_attr *attr) {
+    return (int)syscall(SYS_mount_setattr, fd, path, flags, attr, sizeof *attr);
+}
+static int sys_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+// MARK: - User namespace for the sandbox
+
+// Creates a user namespace mapped to the sandbox's unprivileged id range and returns an fd for it.
+// A throwaway child unshares it; this process writes its maps, opens it, and ends the child.
+static int make_user_namespace(void) {
+    int ready[2], hold[2];
+    if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(hold, O_CLOEXEC) != 0) die("create pipes");
+    pid_t child = fork();
+    if (child < 0) die("fork user-namespace holder");
+    if (child == 0) {
+        close(ready[0]);
+        close(hold[1]);
+        if (unshare(CLONE_NEWUSER) != 0) _exit(1);
+        char byte = 1;
+        if (write(ready[1], &byte, 1) != 1) _exit(1);
+        ssize_t ignored = read(hold[0], &byte, 1);  // Wait until the parent has the namespace.
+        (void)ignored;
+        _exit(0);
+    }
+    close(ready[1]);
+    close(hold[0]);
+    char byte;
+    if (read(ready[0], &byte, 1) != 1) die_message("user namespace creation failed (are user namespaces enabled?)");
+    char path[64], map[128];
+    uid_t host_uid = geteuid();
+    gid_t host_gid = getegid();
+    snprintf(path, sizeof path, "/proc/%d/setgroups", child);
+    if (write_file(path, "deny") != 0 && errno != ENOENT) die("write setgroups");
+    if (host_root) {
+        // Root maps a 65536-id range far from real users: sandbox id N is host id BASE+N.
+        snprintf(map, sizeof map, "0 %lu 65536\n", cfg.id_base);
+    } else {
+        // An unprivileged caller may only map itself; the sandbox user is the caller's own id.
+        snprintf(map, sizeof map, "%u %u 1\n", cfg.inside_uid, host_uid);
+    }
+    snprintf(path, sizeof path, "/proc/%d/uid_map", child);
+    if (write_file(path, map) != 0) die("write uid_map");
+    if (!host_root) snprintf(map, sizeof map, "%u %u 1\n", cfg.inside_gid, host_gid);
+    snprintf(path, sizeof path, "/proc/%d/gid_map", child);
+    if (write_file(path, map) != 0) die("write gid_map");
+    snprintf(path, sizeof path, "/proc/%d/ns/user", child);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("open the user namespace");
+    close(hold[1]);
+    close(ready[0]);
+    waitpid(child, NULL, 0);
+    return fd;
+}
+
+// MARK: - Mount trees prepared on the host side
+
+struct prepared_mount { int fd; const char *destination; int is_file; };
+static struct prepared_mount prepared[MAX_ITEMS];
+static int prepared_count;
+
+// Clones each host path to bind as a detached mount, read-only and/or idmapped as asked.
+// Flags in the record: 'r' read-only, 'w' read-write, 'i' idmap to the sandbox range (root only), 'f' a file.
+static void prepare_binds(int userns_fd) {
+    for (int i = 0; i < cfg.count; i++) {
+        struct record *r = &cfg.items[i];
+        if (r->tag != TAG_BIND) continue;
+        const char *flags = r->value;
+        const char *source = flags + strlen(flags) + 1;
+        const char *destination = source + strlen(source) + 1;
+        if (destination >= r->value + r->length + 1) die_message("malformed bind record");
+        int fd = sys_open_tree(AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT);
+        if (fd < 0) {
+            status_line("error bind %s: %s", source, strerror(errno));
+            _exit(125);
+        }
+        struct mount_attr attr = {0};
+        attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if (strchr(flags, 'r')) attr.attr_set |= MOUNT_ATTR_RDONLY;
+        if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) != 0) die("set mount attributes");
+        if (strchr(flags, 'i') && host_root) {
+            struct mount_attr idmap = {0};
+            idmap.attr_set = MOUNT_ATTR_IDMAP;
+            idmap.userns_fd = (uint64_t)userns_fd;
+            if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &idmap) != 0 &&
+                sys_mount_setattr(fd, "", AT_EMPTY_PATH, &idmap) != 0) {
+                status_line("error idmapped mount of %s: %s", source, strerror(errno));
+                _exit(125);
+            }
+        }
+        prepared[prepared_count].fd = fd;
+        prepared[prepared_count].destination = destination;
+        prepared[prepared_count].is_file = strchr(flags, 'f') != NULL;
+        prepared_count++;
+    }
+}
+
+// MARK: - cgroups and rlimits (host side)
+
+static void join_cgroups(pid_t pid) {
+    char number[32];
+    snprintf(number, sizeof number, "%d", pid);
+    for (int i = 0; i < cfg.count; i++) {
+        struct record *r = &cfg.items[i];
+        if (r->tag == TAG_CGROUP_DIR) {
+            if (mkdir(r->value, 0755) != 0 && errno != EEXIST) die("create cgroup");
+        } else if (r->tag == TAG_CGROUP_WRITE) {
+            if (write_file(r->value, second_field(r)) != 0) {
+                status_line("error cgroup %s = %s: %s", r->value, second_field(r), strerror(errno));
+                _exit(125);
+            }
+        } else if (r->tag == TAG_CGROUP_PROCS) {
+            if (write_file(r->value, number) != 0) die("join cgroup");
+        }
+    }
+}
+
+static void kill_cgroups(void) {
+    for (int i = 0; i < cfg.count; i++) {
+        if (cfg.items[i].tag == TAG_CGROUP_KILL) (void)write_file(cfg.items[i].value, "1");
+    }
+}
+
+// Removes the sandbox's cgroups, innermost first, waiting briefly for the last processes to be freed.
+static void remove_cgroups(void) {
+    for (int i = cfg.count - 1; i >= 0; i--) {
+        if (cfg.items[i].tag != TAG_CGROUP_DIR || strcmp(second_field(&cfg.items[i]), "keep") == 0) continue;
+        for (int attempt = 0; attempt < 200; attempt++) {
+            if (rmdir(cfg.items[i].value) == 0 || errno == ENOENT) break;
+            if (errno != EBUSY) break;
+            struct timespec pause = {0, 5000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+}
+
+static void apply_rlimits(void) {
+    for (int i = 0; i < cfg.count; i++) {
+        struct record *r = &cfg.items[i];
+        if (r->tag != TAG_RLIMIT) continue;
+        int resource = atoi(r->value);
+        rlim_t value = (rlim_t)strtoull(second_field(r), NULL, 10);
+        struct rlimit limit = {value, value};
+        if (setrlimit(resource, &limit) != 0) die("set resource limit");
+    }
+}
+
+// MARK: - Inside: the new root
+
+static void bind_prepared(void) {
+    char target[4096];
+    for (int i = 0; i < prepared_count; i++) {
+        snprintf(target, sizeof target, NEW_ROOT "%s", prepared[i].destination);
+        if (prepared[i].is_file) {
+            char parent[4096];
+            snprintf(parent, sizeof parent, "%s", target);
+            char *slash = strrchr(parent, '/');
+            if (slash) { *slash = 0; if (make_directories(parent, 0755) != 0) die("create mount point"); }
+            if (create_file(target, "", 0, 0644) != 0 && errno != EEXIST) die("create file mount point");
+        } else if (make_directories(target, 0755) != 0) {
+            die("create mount point");
+        }
+        if (sys_move_mount(prepared[i].fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+            status_line("error mount %s: %s", prepared[i].destination, strerror(errno));
+            _exit(125);
+        }
+        close(prepared[i].fd);
+    }
+}
+
+static void mount_device(const char *name) {
+    char source[64], target[128];
+    snprintf(source, sizeof source, "/dev/%s", name);
+    snprintf(target, sizeof target, NEW_ROOT "/dev/%s", name);
+    if (create_file(target, "", 0, 0666) != 0) die("create device node");
+    if (mount(source, target, NULL, MS_BIND, NULL) != 0) die("bind device");
+}
+
+static void build_root(void) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("make mounts private");
+    if (mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") != 0) die("mount root tmpfs");
+
+    // /dev: a few nodes bound from the host, a private devpts, shm.
+    if (make_directories(NEW_ROOT "/dev", 0755) != 0) die("create /dev");
+    if (mount("tmpfs", NEW_ROOT "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") != 0) die("mount /dev");
+    const char *devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    for (size_t i = 0; i < sizeof devices / sizeof *devices; i++) mount_device(devices[i]);
+    if (mkdir(NEW_ROOT "/dev/pts", 0755) != 0) die("create /dev/pts");
+    if (mount("devpts", NEW_ROOT "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") != 0)
+        die("mount devpts");
+    if (symlink("pts/ptmx", NEW_ROOT "/dev/ptmx") != 0) die("link /dev/ptmx");
+    if (mkdir(NEW_ROOT "/dev/shm", 01777) != 0) die("create /dev/shm");
+    if (mount("tmpfs", NEW_ROOT "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m") != 0) die("mount /dev/shm");
+    const char *links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}};
+    for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
+        char path[128];
+        snprintf(path, sizeof path, NEW_ROOT "/dev/%s", links[i][1]);
+        if (symlink(links[i][0], path) != 0) die("link in /dev");
+    }
+
+    // /proc of the new pid namespace, showing processes only (no /proc/sys, kcore, keys...).
+    if (mkdir(NEW_ROOT "/proc", 0555) != 0) die("create /proc");
+    if (mount("proc", NEW_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid") != 0) die("mount /proc");
+
+    if (mkdir(NEW_ROOT "/tmp", 01777) != 0) die("create /tmp");
+    if (mount("tmpfs", NEW_ROOT "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) die("mount /tmp");
+    if (make_directories(NEW_ROOT "/etc", 0755) != 0) die("create /etc");
+
+    for (int i = 0; i < cfg.count; i++) {
+        struct record *r = &cfg.items[i];
+        char path[4096];
+        if (r->tag == TAG_DIRECTORY) {
+            snprintf(path, sizeof path, NEW_ROOT "%s", r->value);
+            if (make_directories(path, 0755) != 0) die("create directory");
+        } else if (r->tag == TAG_SYMLINK) {
+            snprintf(path, sizeof path, NEW_ROOT "%s", second_field(r));
+            if (symlink(r->value, path) != 0) die("create symlink");
+        } else if (r->tag == TAG_FILE) {
+            snprintf(path, sizeof path, NEW_ROOT "%s", r->value);
+            const char *content = second_field(r);
+            if (create_file(path, content, strlen(content), 0644) != 0) die("create file");
+        }
+    }
+    bind_prepared();
+
+    // Paths the host later runs on its own (repository hooks and config) stay read-only inside.
+    for (int i = 0; i < cfg.count; i++) {
+        struct record *r = &cfg.items[i];
+        if (r->tag != TAG_READONLY_PATH) continue;
+        char path[4096];
+        snprintf(path, sizeof path, NEW_ROOT "%s", r->value);
+        if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) die("protect path");
+        if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0) die("protect path read-only");
+    }
+
+    if (chdir(NEW_ROOT) != 0) die("enter new root");
+    if (sys_pivot_root(".", ".") != 0) die("pivot_root");
+    if (umount2(".", MNT_DETACH) != 0) die("detach old root");
+    if (chdir("/") != 0) die("enter /");
+    // The root itself becomes read-only; /tmp, /dev/shm and the read-write binds stay writable.
+    if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0) die("make root read-only");
+}
+
+static void bring_up_loopback(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("open socket for loopback");
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strcpy(request.ifr_name, "lo");
+    if (ioctl(fd, SIOCGIFFLAGS, &request) != 0) die("read loopback flags");
+    request.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &request) != 0) die("bring up loopback");
+    close(fd);
+}
+
+// Drops every capability set, locks in no_new_privs, and becomes the sandbox user.
+static void drop_privileges(void) {
+    if (setgroups(0, NULL) != 0 && errno != EPERM) die("clear groups");
+    if (setresgid(cfg.inside_gid, cfg.inside_gid, cfg.inside_gid) != 0) die("set gid");
+    // Root inside gains nothing from being uid 0, and the lock keeps it that way.
+    if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED |
+              SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED, 0, 0, 0) != 0)
+        die("lock securebits");
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("drop bounding capability");
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) die("clear ambient capabilities");
+    if (setresuid(cfg.inside_uid, cfg.inside_uid, cfg.inside_uid) != 0) die("set uid");
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data) != 0) die("drop capabilities");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("set no_new_privs");
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("set non-dumpable");
+}
+
+// MARK: - Inside: pid 1
+
+static void run_command_child(int exec_error_fd) {
+    // The command: its own session (no controlling terminal to inject into), default signals, fds 0-2 only.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    setsid();
+    if (!cfg.forward_stdin) {
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd >= 0) { dup2(null_fd, 0); if (null_fd != 0) close(null_fd); }
+    }
+    if (chdir(cfg.cwd) != 0) {
+        int saved = -errno;  // Negative: reported here already.
+        dprintf(2, "hyperctl: working directory %s: %s\n", cfg.cwd, strerror(-saved));
+        ssize_t ignored = write(exec_error_fd, &saved, sizeof saved);
+        (void)ignored;
+        _exit(125);
+    }
+    if (cfg.seccomp.len > 0 && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &cfg.seccomp) != 0) {
+        int saved = -errno;
+        dprintf(2, "hyperctl: installing the seccomp filter failed: %s\n", strerror(-saved));
+        ssize_t ignored = write(exec_error_fd, &saved, sizeof saved);
+        (void)ignored;
+        _exit(125);
+    }
+    const char *program = cfg.argv[0];
+    int error = ENOENT;
+    if (strchr(program, '/')) {
+        execve(program, cfg.argv, cfg.envp);
+        error = errno;
+    } else {
+        // Search PATH from the sandbox's own environment, else the standard directories.
+        const char *search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        for (char **e = cfg.envp; *e; e++) if (strncmp(*e, "PATH=", 5) == 0) search = *e + 5;
+        int saw_access_error = 0;
+        const char *start = search;
+        while (*start) {
+            const char *end = strchr(start, ':');
+            size_t length = end ? (size_t)(end - start) : strlen(start);
+            char candidate[4096];
+            if (length > 0 && length + strlen(program) + 2 < sizeof candidate) {
+                memcpy(candidate, start, length);
+                candidate[length] = '/';
+                strcpy(candidate + length + 1, program);
+                execve(candidate, cfg.argv, cfg.envp);
+                if (errno == EACCES || errno == ENOEXEC || errno == EPERM) { saw_access_error = 1; error = errno; }
+            }
+            if (!end) break;
+            start = end + 1;
+        }
+        if (!saw_access_error) error = ENOENT;
+    }
+    ssize_t ignored = write(exec_error_fd, &error, sizeof error);
+    (void)ignored;
+    _exit(error == ENOENT ? 127 : 126);
+}
+
+static void run_init(int result_fd, int warden_alive_fd) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("set parent-death signal");
+    struct pollfd check = {warden_alive_fd, POLLIN, 0};
+    if (poll(&check, 1, 0) > 0) _exit(125);  // The warden is already gone.
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("set non-dumpable");
+    build_root();
+    bring_up_loopback();
+    const char *hostname = cfg.hostname ? cfg.hostname : "sandbox";
+    if (sethostname(hostname, strlen(hostname)) != 0) die("set hostname");
+    apply_rlimits();
+    drop_privileges();
+
+    int exec_error[2];
+    if (pipe2(exec_error, O_CLOEXEC) != 0) die("create exec pipe");
+    // Signals meant for the command (SIGTERM, SIGINT...) are forwarded; init itself ignores them.
+    sigset_t forwarded;
+    sigfillset(&forwarded);
+    sigprocmask(SIG_BLOCK, &forwarded, NULL);
+    dprintf(result_fd, "started %llu\n", (unsigned long long)monotonic_ns());
+    pid_t command = fork();
+    if (command < 0) die("fork the command");
+    if (command == 0) {
+        close(exec_error[0]);
+        close(result_fd);
+        close(warden_alive_fd);
+        run_command_child(exec_error[1]);
+    }
+    close(exec_error[1]);
+    int exec_errno = 0;
+    ssize_t got = read(exec_error[0], &exec_errno, sizeof exec_errno);
+    close(exec_error[0]);
+    if (got == (ssize_t)sizeof exec_errno && exec_errno > 0) {
+        if (exec_errno == ENOENT && !strchr(cfg.argv[0], '/')) dprintf(2, "hyperctl: %s: command not found\n", cfg.argv[0]);
+        else dprintf(2, "hyperctl: %s: %s\n", cfg.argv[0], strerror(exec_errno));
+    }
+    // Reap everything; report the command's status when it ends, forwarding signals meanwhile.
+    for (;;) {
+        int status = 0;
+        pid_t done = waitpid(-1, &status, WNOHANG);
+        if (done == command) {
+            dprintf(result_fd, "status %d\n", status);
+            _exit(0);
+        }
+        if (done > 0) continue;
+        if (done < 0 && errno == ECHILD) _exit(0);
+        siginfo_t info;
+        struct timespec tick = {0, 200000000};
+        int signal_number = sigtimedwait(&forwarded, &info, &tick);
+        if (signal_number > 0 && signal_number != SIGCHLD) kill(command, signal_number);
+    }
+}
+
+// The warden joins the sandbox's user namespace, unshares the rest, and starts pid 1.
+static void run_warden(int userns_fd, int go_fd, int result_fd, pid_t helper) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("set parent-death signal");
+    if (getppid() != helper) _exit(125);
+    char byte;
+    if (read(go_fd, &byte, 1) != 1) _exit(125);  // Wait until cgroups are joined.
+    close(go_fd);
+    if (setns(userns_fd, CLONE_NEWUSER) != 0) die("join the sandbox user namespace");
+    close(userns_fd);
+    if (host_root && (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)) die("become the namespace's root");
+    if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
+        die("create namespaces");
+    int alive[2];
+    if (pipe2(alive, O_CLOEXEC) != 0) die("create pipe");
+    pid_t init = fork();
+    if (init < 0) die("fork init");
+    if (init == 0) {
+        close(alive[1]);
+        run_init(result_fd, alive[0]);
+    }
+    close(alive[0]);
+    dprintf(result_fd, "init %d\n", init);  // Its host pid, for forwarding signals.
+    close(result_fd);
+    int status = 0;
+    while (waitpid(init, &status, 0) < 0 && errno == EINTR) {}
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 125);
+}
+
+// MARK: - Helper main: supervision on the host side
+
+int main(void) {
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("set non-dumpable");
+    read_config();
+    // Nothing but the three standard streams and our three pipes survives into the sandbox tree.
+    if (syscall(SYS_close_range, 6, ~0U, 0) != 0) die("close inherited descriptors");
+    fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC);
+    fcntl(LIFELINE_FD, F_SETFD, FD_CLOEXEC);
+    host_root = geteuid() == 0;
+    if (host_root && setgroups(0, NULL) != 0) die("clear supplementary groups");
+
+    int userns_fd = make_user_namespace();
+    prepare_binds(userns_fd);
+
+    int go[2], result[2];
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(result, O_CLOEXEC) != 0) die("create pipes");
+    pid_t helper = getpid();
+    pid_t warden = fork();
+    if (warden < 0) die("fork warden");
+    if (warden == 0) {
+        close(go[1]);
+        close(result[0]);
+        close(LIFELINE_FD);
+        run_warden(userns_fd, go[0], result[1], helper);
+    }
+    close(go[0]);
+    close(result[1]);
+    close(userns_fd);
+    for (int i = 0; i < prepared_count; i++) close(prepared[i].fd);
+    // Signals for the command (a terminal's ^C, `hyperctl` forwarding one) reach the helper; it relays them
+    // to the sandbox's init, which relays them to the command.
+    sigset_t relayed;
+    sigemptyset(&relayed);
+    int relayed_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGTSTP};
+    for (size_t i = 0; i < sizeof relayed_signals / sizeof *relayed_signals; i++) sigaddset(&relayed, relayed_signals[i]);
+    sigprocmask(SIG_BLOCK, &relayed, NULL);
+    int signal_fd = signalfd(-1, &relayed, SFD_CLOEXEC);
+    if (signal_fd < 0) die("watch signals");
+    pid_t init_pid = 0;
+    int warden_fd = sys_pidfd_open(warden);
+    if (warden_fd < 0) { kill(warden, SIGKILL); die("watch the sandbox"); }
+    join_cgroups(warden);
+    char byte = 1;
+    if (write(go[1], &byte, 1) != 1) die("start the sandbox");
+    close(go[1]);
+    status_line("created %llu", (unsigned long long)monotonic_ns());
+
+    uint64_t deadline = cfg.timeout_ms > 0 ? monotonic_ns() + (uint64_t)cfg.timeout_ms * 1000000ull : 0;
+    char buffer[256];
+    size_t buffered = 0;
+    int reported = 0, timed_out = 0;
+    for (;;) {
+        struct pollfd fds[4] = {{result[0], POLLIN, 0}, {warden_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {LIFELINE_FD, POLLIN, 0}};
+        int wait_ms = -1;
+        if (deadline) {
+            uint64_t now = monotonic_ns();
+            wait_ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000ull) + 1;
+        }
+        int ready = poll(fds, 4, wait_ms);
+        if (ready < 0 && errno == EINTR) continue;
+        if (deadline && monotonic_ns() >= deadline && !reported) {
+            timed_out = 1;
+            kill_cgroups();
+            kill(warden, SIGKILL);
+            break;
+        }
+        if (fds[2].revents & POLLIN) {
+            struct signalfd_siginfo info;
+            if (read(signal_fd, &info, sizeof info) == (ssize_t)sizeof info && init_pid > 0) kill(init_pid, (int)info.ssi_signo);
+        }
+        if (fds[3].revents & (POLLIN | POLLHUP)) {
+            // hyperctl is gone: take the sandbox with it.
+            kill_cgroups();
+            kill(warden, SIGKILL);
+            break;
+        }
+        if (fds[0].revents & (POLLIN | POLLHUP)) {
+            ssize_t got = read(result[0], buffer + buffered, sizeof buffer - 1 - buffered);
+            if (got > 0) {
+                buffered += (size_t)got;
+                buffer[buffered] = 0;
+                char *newline;
+                while ((newline = strchr(buffer, '\n'))) {
+                    *newline = 0;
+                    int status;
+                    if (strncmp(buffer, "init ", 5) == 0) {
+                        init_pid = (pid_t)atoi(buffer + 5);
+                    } else if (strncmp(buffer, "started ", 8) == 0) {
+                        status_line("%s", buffer);
+                    } else if (sscanf(buffer, "status %d", &status) == 1) {
+                        if (WIFEXITED(status)) status_line("exited %d", WEXITSTATUS(status));
+                        else if (WIFSIGNALED(status)) status_line("signaled %d", WTERMSIG(status));
+                        reported = 1;
+                    } else if (strncmp(buffer, "error ", 6) == 0) {
+                        status_line("%s", buffer);
+                        reported = 1;
+                    }
+                    size_t consumed = (size_t)(newline - buffer) + 1;
+                    memmove(buffer, newline + 1, buffered - consumed + 1);
+                    buffered -= consumed;
+                }
+            } else if (got == 0) {
+                fds[0].fd = -1;
+                close(result[0]);
+                result[0] = -1;
+            }
+        }
+        if (fds[1].revents & POLLIN) break;  // The warden ended.
+    }
+    // Collect a status line that raced with the warden's exit.
+    while (!reported && !timed_out && result[0] >= 0) {
+        struct pollfd last = {result[0], POLLIN, 0};
+        if (poll(&last, 1, 100) <= 0) break;
+        ssize_t got = read(result[0], buffer + buffered, sizeof buffer - 1 - buffered);
+        if (got <= 0) break;
+        buffered += (size_t)got;
+        buffer[buffered] = 0;
+        char *line = strstr(buffer, "status ");
+        int status;
+        if (line && strchr(line, '\n') && sscanf(line, "status %d", &status) == 1) {
+            if (WIFEXITED(status)) status_line("exited %d", WEXITSTATUS(status));
+            else if (WIFSIGNALED(status)) status_line("signaled %d", WTERMSIG(status));
+            reported = 1;
+        }
+    }
+    kill_cgroups();
+    kill(warden, SIGKILL);
+    int warden_status = 0;
+    while (waitpid(warden, &warden_status, 0) < 0 && errno == EINTR) {}
+    remove_cgroups();
+    if (timed_out) status_line("timeout");
+    else if (!reported) status_line("error the sandbox ended before reporting the command's status");
+    return 0;
+}
