@@ -9,7 +9,6 @@ let package = Package(
     name: "hyperctl",
     products: [
         .executable(name: "hyperctl", targets: ["hyperctl"]),
-        .executable(name: "hyper-jail", targets: ["hyper-jail"]),
         .library(name: "Hyper", targets: ["Hyper"]),
     ],
     targets: [
@@ -20,9 +19,10 @@ let package = Package(
         .target(name: "CHyperKVM"),
         .target(name: "HyperKVM", dependencies: ["Hyper", "CHyperKVM"], swiftSettings: strictSafety),
 
-        // The namespace sandbox for hosts without usable KVM, and its single-threaded pre-exec helper (C).
-        .target(name: "HyperProcess", dependencies: ["Hyper"], swiftSettings: strictSafety),
-        .executableTarget(name: "hyper-jail"),
+        // The namespace sandbox for hosts without usable KVM, and its single-threaded pre-exec helper (C),
+        // which runs from a constructor when the binary re-executes itself as `hyper-jail`.
+        .target(name: "CHyperJail"),
+        .target(name: "HyperProcess", dependencies: ["Hyper", "CHyperJail"], swiftSettings: strictSafety),
 
         // The deterministic simulation backend (never picked by `auto`).
         .target(name: "HyperFake", dependencies: ["Hyper"]),
@@ -30,13 +30,13 @@ let package = Package(
         // The CLI: the only place that knows every backend.
         .executableTarget(
             name: "hyperctl",
-            dependencies: ["Hyper", "HyperKVM", "HyperProcess", "HyperFake", "hyper-jail"],
-            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+            dependencies: ["Hyper", "HyperKVM", "HyperProcess", "HyperFake"],
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
         ),
 
         .testTarget(name: "HyperTests", dependencies: ["Hyper"]),
         .testTarget(name: "HyperKVMTests", dependencies: ["HyperKVM", "CHyperKVM"]),
-        .testTarget(name: "HyperProcessTests", dependencies: ["HyperProcess", "hyper-jail"]),
+        .testTarget(name: "HyperProcessTests", dependencies: ["HyperProcess"]),
         .testTarget(name: "HyperFakeTests", dependencies: ["HyperFake"]),
         .testTarget(name: "hyperctlTests", dependencies: ["hyperctl"]),
     ]

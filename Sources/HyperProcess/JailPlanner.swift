@@ -11,7 +11,8 @@ public struct JailPlanner: Sendable {
     public var systemRoot: String
     /// Whether the repository files the host runs later (`.git/hooks`, `.git/config`) stay read-only inside.
     public var protectsRepositoryHooks: Bool
-    /// The pids limit applied when the spec sets none, so a fork bomb cannot exhaust the host.
+    /// The process limit applied when the spec sets none, so a fork bomb cannot exhaust the host. It is an
+    /// rlimit (counted per sandbox user), not a cgroup: moving a process into a v1 cgroup costs about 10 ms.
     public static let defaultPidsLimit = 4096
 
     /// Creates a planner.
@@ -67,10 +68,8 @@ public struct JailPlanner: Sendable {
                 .filter { HostSystem.fileKind(at: $0) != nil && HostSystem.symbolicLinkTarget($0) == nil }
         }
 
-        var limits = spec.limits
-        if limits.pids == nil { limits.pids = Self.defaultPidsLimit }
-        config.cgroups = CgroupPlan.make(limits: limits, facts: facts, name: sandboxName)
-        config.resourceLimits = resourceLimits(limits, unenforced: config.cgroups.unenforced)
+        config.cgroups = CgroupPlan.make(limits: spec.limits, facts: facts, name: sandboxName)
+        config.resourceLimits = resourceLimits(spec.limits, unenforced: config.cgroups.unenforced)
         config.seccompProgram = SeccompFilter.program()
         config.timeoutMilliseconds = spec.limits.timeout.map { max(1, $0.nanoseconds / 1_000_000) }
         return config
@@ -84,12 +83,14 @@ public struct JailPlanner: Sendable {
         return owner
     }
 
-    /// Rlimits: no core dumps ever (they could hold secrets), plus fallbacks for limits no cgroup enforces.
+    /// Rlimits: no core dumps ever (they could hold secrets), the default process cap, and fallbacks for
+    /// limits that no cgroup controller enforces here.
     func resourceLimits(_ limits: ResourceLimits, unenforced: Set<SandboxFeature>) -> [(resource: Int32, value: UInt64)] {
         let core: Int32 = 4, addressSpace: Int32 = 9, processes: Int32 = 6
         var result: [(resource: Int32, value: UInt64)] = [(core, 0)]
         if unenforced.contains(.memoryLimit), let memory = limits.memoryBytes { result.append((addressSpace, memory)) }
-        if unenforced.contains(.pidsLimit), let pids = limits.pids { result.append((processes, UInt64(pids))) }
+        let pids = limits.pids.map { unenforced.contains(.pidsLimit) ? $0 : max($0, Self.defaultPidsLimit) } ?? Self.defaultPidsLimit
+        result.append((processes, UInt64(pids)))
         return result
     }
 

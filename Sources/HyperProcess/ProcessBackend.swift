@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CHyperJail
 import Hyper
 
 /// The `process` backend: the command runs as a host process inside fresh namespaces, with a private read-only
@@ -10,7 +11,8 @@ public struct ProcessBackend: Backend {
     public let name = "process"
     public let isolation = IsolationLevel.namespaces
     private let gatherFacts: @Sendable () -> ProcessHostFacts
-    /// The `hyper-jail` helper executable.
+    /// The binary re-executed as the `hyper-jail` helper: this very program, whose C constructor becomes the
+    /// helper when it sees the helper marker (see Sources/CHyperJail).
     public let helperPath: String
     /// How the sandbox's root is laid out.
     public var planner: JailPlanner
@@ -18,16 +20,15 @@ public struct ProcessBackend: Backend {
     /// Creates the backend.
     ///
     /// - Parameters:
-    ///   - helperPath: the helper binary; by default `hyper-jail` beside the running executable.
+    ///   - helperPath: the binary to re-execute as the helper; by default this program (`/proc/self/exe`).
     ///   - planner: the root layout (system root, repository protection).
     ///   - facts: the host facts; tests pass their own to check verdicts and selection.
     public init(helperPath: String? = nil, planner: JailPlanner = JailPlanner(),
                 facts: @escaping @Sendable () -> ProcessHostFacts = { ProcessHostFacts.gather() }) {
         gatherFacts = facts
         self.planner = planner
-        let executable = HostSystem.executablePath() ?? "/usr/local/bin/hyperctl"
-        let folder = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        self.helperPath = helperPath ?? folder + "/hyper-jail"
+        _ = chyper_jail_linked()
+        self.helperPath = helperPath ?? "/proc/self/exe"
     }
 
     /// Features enforced here: limits only where a cgroup controller or an rlimit can hold them.
@@ -38,12 +39,7 @@ public struct ProcessBackend: Backend {
         return features
     }
 
-    public func probe() -> ProbeResult {
-        var result = ProcessProbe.evaluate(gatherFacts())
-        if result.isAvailable, HostSystem.fileKind(at: helperPath) != .regularFile {
-            result = ProbeResult(isAvailable: false, reasons: ["the hyper-jail helper is missing at \(helperPath)"])
-        }
-        return result
+    public func probe() -> ProbeResult { ProcessProbe.evaluate(gatherFacts())
     }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {

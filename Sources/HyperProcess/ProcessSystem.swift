@@ -1,4 +1,5 @@
 #if os(Linux)
+import CHyperJail
 import Glibc
 import Hyper
 
@@ -24,7 +25,8 @@ enum ProcessSystem {
         if fd >= 0 { _ = close(fd) }
     }
 
-    /// Spawns `path` with an empty environment and exactly these descriptors at 0, 1, 2, ...; all others are closed.
+    /// Spawns `path` in helper mode (argv `hyper-jail MARKER`) with an empty environment and exactly these
+    /// descriptors at 0, 1, 2, ...; all others are closed.
     ///
     /// - Returns: the child's pid.
     static func spawn(_ path: String, descriptors: [Int32]) throws(ProcessError) -> pid_t {
@@ -63,10 +65,15 @@ enum ProcessSystem {
         unsafe posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         var pid: pid_t = 0
-        // SAFETY: strdup copies a Swift string literal into a malloc'd C string, freed below.
+        // SAFETY: strdup copies NUL-terminated strings into malloc'd C strings, freed below.
         let name = unsafe strdup("hyper-jail")
-        defer { unsafe free(name) }
-        var argv: [UnsafeMutablePointer<CChar>?] = unsafe [name, nil]
+        // SAFETY: as above; the marker is a static C string from the helper's header.
+        let marker = unsafe strdup(chyper_jail_marker())
+        defer {
+            unsafe free(name)
+            unsafe free(marker)
+        }
+        var argv: [UnsafeMutablePointer<CChar>?] = unsafe [name, marker, nil]
         var environment: [UnsafeMutablePointer<CChar>?] = unsafe [nil]
         // SAFETY: argv and environment are NUL-terminated arrays of C strings that outlive the call;
         // posix_spawn copies what it needs before returning.

@@ -1,6 +1,11 @@
 // hyper-jail: the single-threaded pre-exec helper of hyperctl's process backend.
 //
-// hyperctl (a multi-threaded Swift program) spawns this helper with:
+// It lives inside every binary that links HyperProcess. HyperProcess re-executes its own binary
+// (/proc/self/exe) with argv = {"hyper-jail", HYPER_JAIL_MARKER}; the constructor below sees that before the
+// Swift runtime or any other code runs, becomes the helper, and never returns. So the helper is always the
+// exact build of the caller, and the swift runtime never starts in it.
+//
+// hyperctl (a multi-threaded Swift program) spawns the helper with:
 //   fd 3  the jail configuration (records written by HyperProcess's JailConfig), read to EOF;
 //   fd 4  the status pipe: one text line per event ("created NS", "started NS", "exited CODE",
 //         "signaled N", "timeout", "error MESSAGE");
@@ -40,6 +45,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "CHyperJail.h"
 
 #define CONFIG_FD 3
 #define STATUS_FD 4
@@ -112,32 +119,38 @@ static void die_message(const char *message) {
 
 // MARK: - Configuration
 
-static int read_exact(int fd, void *buffer, size_t length) {
-    size_t done = 0;
-    while (done < length) {
-        ssize_t got = read(fd, (char *)buffer + done, length - done);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return -1;
-        done += (size_t)got;
-    }
-    return 0;
-}
-
+// Reads the whole configuration into one buffer, then splits it into records.
 static void read_config(void) {
-    int argc = 0, envc = 0;
-    cfg.timeout_ms = 0;
-    cfg.id_base = 0;
+    size_t capacity = 1 << 16, length = 0;
+    char *data = malloc(capacity);
+    if (!data) die("allocate configuration");
     for (;;) {
-        uint32_t header[2];
-        ssize_t got = read(CONFIG_FD, header, 1);
+        if (length == capacity) {
+            if (capacity >= (64u << 20)) die_message("configuration too large");
+            capacity *= 2;
+            data = realloc(data, capacity);
+            if (!data) die("allocate configuration");
+        }
+        ssize_t got = read(CONFIG_FD, data + length, capacity - length);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) die("read configuration");
         if (got == 0) break;
-        if (got < 0) { if (errno == EINTR) continue; die("read configuration"); }
-        if (read_exact(CONFIG_FD, (char *)header + 1, sizeof header - 1) != 0) die_message("truncated configuration");
-        if (cfg.count >= MAX_ITEMS || header[1] > (64u << 20)) die_message("configuration too large");
+        length += (size_t)got;
+    }
+    close(CONFIG_FD);
+    int argc = 0, envc = 0;
+    size_t offset = 0;
+    while (offset < length) {
+        uint32_t header[2];
+        if (length - offset < sizeof header) die_message("truncated configuration");
+        memcpy(header, data + offset, sizeof header);
+        offset += sizeof header;
+        if (header[1] > length - offset || cfg.count >= MAX_ITEMS) die_message("malformed configuration");
         char *value = malloc((size_t)header[1] + 1);
         if (!value) die("allocate configuration");
-        if (read_exact(CONFIG_FD, value, header[1]) != 0) die_message("truncated configuration");
+        memcpy(value, data + offset, header[1]);
         value[header[1]] = 0;
+        offset += header[1];
         struct record *r = &cfg.items[cfg.count++];
         r->tag = header[0];
         r->length = header[1];
@@ -160,7 +173,7 @@ static void read_config(void) {
         default: break;
         }
     }
-    close(CONFIG_FD);
+    free(data);
     cfg.argv[argc] = NULL;
     cfg.envp[envc] = NULL;
     if (argc == 0) die_message("no command in configuration");
@@ -359,6 +372,13 @@ static void remove_cgroups(void) {
     }
 }
 
+static int has_removable_cgroups(void) {
+    for (int i = 0; i < cfg.count; i++) {
+        if (cfg.items[i].tag == TAG_CGROUP_DIR && strcmp(second_field(&cfg.items[i]), "keep") != 0) return 1;
+    }
+    return 0;
+}
+
 static void apply_rlimits(void) {
     for (int i = 0; i < cfg.count; i++) {
         struct record *r = &cfg.items[i];
@@ -505,8 +525,7 @@ static void run_command_child(int exec_error_fd) {
     // The command: its own session (no controlling terminal to inject into), default signals, fds 0-2 only.
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);  // Dispositions are already default: nothing here installs handlers.
     setsid();
     if (!cfg.forward_stdin) {
         int null_fd = open("/dev/null", O_RDONLY);
@@ -631,6 +650,8 @@ static void run_warden(int userns_fd, int go_fd, int result_fd, pid_t helper) {
         run_init(result_fd, alive[0]);
     }
     close(alive[0]);
+    // From here on errors go to the helper, which reports them; so the helper's exit alone ends the status stream.
+    dup2(result_fd, STATUS_FD);
     dprintf(result_fd, "init %d\n", init);  // Its host pid, for forwarding signals.
     close(result_fd);
     int status = 0;
@@ -640,7 +661,7 @@ static void run_warden(int userns_fd, int go_fd, int result_fd, pid_t helper) {
 
 // MARK: - Helper main: supervision on the host side
 
-int main(void) {
+static int helper_main(void) {
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("set non-dumpable");
     read_config();
     // Nothing but the three standard streams and our three pipes survives into the sandbox tree.
@@ -746,7 +767,7 @@ int main(void) {
                 result[0] = -1;
             }
         }
-        if (fds[1].revents & POLLIN) break;  // The warden ended.
+        if (reported || (fds[1].revents & POLLIN)) break;  // The command's status is in, or the warden ended.
     }
     // Collect a status line that raced with the warden's exit.
     while (!reported && !timed_out && result[0] >= 0) {
@@ -766,10 +787,24 @@ int main(void) {
     }
     kill_cgroups();
     kill(warden, SIGKILL);
-    int warden_status = 0;
-    while (waitpid(warden, &warden_status, 0) < 0 && errno == EINTR) {}
-    remove_cgroups();
+    // Without cgroups to remove there is nothing to wait for: the sandbox's init has exited (or been killed
+    // with the warden), and the kernel ends the rest of its pid namespace.
+    if (has_removable_cgroups()) {
+        int warden_status = 0;
+        while (waitpid(warden, &warden_status, 0) < 0 && errno == EINTR) {}
+        remove_cgroups();
+    }
     if (timed_out) status_line("timeout");
     else if (!reported) status_line("error the sandbox ended before reporting the command's status");
     return 0;
 }
+
+// Runs before main() (and before the Swift runtime) in the re-executed binary; glibc passes argc/argv here.
+__attribute__((constructor)) static void hyper_jail_entry(int argc, char **argv, char **envp) {
+    (void)envp;
+    if (argc == 2 && strcmp(argv[0], "hyper-jail") == 0 && strcmp(argv[1], HYPER_JAIL_MARKER) == 0) {
+        _exit(helper_main());
+    }
+}
+
+int chyper_jail_linked(void) { return 1; }
