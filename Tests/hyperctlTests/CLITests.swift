@@ -223,8 +223,55 @@ struct BinaryTests {
         #expect(try runBinary(["run", "--backend", "nosuch", "--", "true"]).exitCode == 125)
     }
 
+    @Test(.enabled(if: ProcessBackend().probe().isAvailable, "needs user namespaces and seccomp"))
+    func processBackendExitCodes() throws {
+        #expect(try runBinary(["run", "--backend", "process", "--", "sh", "-c", "exit 42"]).exitCode == 42)
+        let missing = try runBinary(["run", "--backend", "process", "--", "/no/such"])
+        #expect(missing.exitCode == 127 && missing.errorOutput.contains("/no/such"))
+        let echo = try runBinary(["run", "--backend", "process", "--", "echo", "from", "a", "sandbox"])
+        #expect(echo.exitCode == 0 && echo.output == "from a sandbox\n")
+        #expect(try runBinary(["run", "--backend", "process", "--timeout", "300ms", "--", "sleep", "5"]).exitCode == 124)
+        let badMount = try runBinary(["run", "--backend", "process", "--mount", "/no/such/dir:/x", "--", "true"])
+        #expect(badMount.exitCode == 125 && badMount.errorOutput.contains("mounts[0].source: /no/such/dir does not exist"))
+    }
+
+    @Test(.enabled(if: ProcessBackend().probe().isAvailable, "needs user namespaces and seccomp"))
+    func killingHyperctlTakesTheSandboxWithIt() throws {
+        let marker = "53.\(Int.random(in: 100_000...999_999))"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: hyperctlBinary)
+        process.arguments = ["run", "--backend", "process", "--", "sh", "-c", "sleep \(marker) & sleep \(marker)"]
+        process.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        #expect(waitFor { sandboxProcesses(marker).count >= 2 }, "the sandbox did not start")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(waitFor { sandboxProcesses(marker).isEmpty }, "sandbox processes survived hyperctl's death")
+    }
+
     @Test func interactiveStdinReachesTheCommand() throws {
         let result = try runBinary(["run", "--backend", "fake", "-i", "--", "cat"], input: "typed input\n")
         #expect(result.output == "typed input\n")
     }
+}
+
+/// Host processes whose command line contains `marker`.
+func sandboxProcesses(_ marker: String) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { Int32($0) }.filter { pid in
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains("sleep \(marker)")
+    }
+}
+
+/// Polls `condition` for up to five seconds.
+func waitFor(_ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(5)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
 }
