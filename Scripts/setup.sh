@@ -8,6 +8,8 @@ packages=(
     hyperfine       # independent whole-command timing
     acpica-tools    # iasl -d checks generated ACPI tables
     busybox-static  # guest user space
+    tmux            # drives real terminals in the interactive tests
+    python3         # raw-syscall probes in the escape tests
     cpio lz4 zstd e2fsprogs
 )
 

@@ -61,7 +61,7 @@ enum {
     TAG_ARG = 1, TAG_ENV = 2, TAG_CWD = 3, TAG_BIND = 4, TAG_READONLY_PATH = 5, TAG_SECCOMP = 6,
     TAG_TIMEOUT_MS = 7, TAG_CGROUP_DIR = 8, TAG_CGROUP_WRITE = 9, TAG_CGROUP_PROCS = 10, TAG_RLIMIT = 11,
     TAG_HOSTNAME = 12, TAG_STDIN = 13, TAG_FILE = 14, TAG_SYMLINK = 15, TAG_UID = 16, TAG_GID = 17,
-    TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20,
+    TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20, TAG_TTY = 21,
 };
 
 struct record { uint32_t tag; uint32_t length; char *value; };
@@ -75,6 +75,7 @@ struct config {
     const char *hostname;
     long timeout_ms;
     int forward_stdin;
+    int tty;
     unsigned inside_uid, inside_gid;
     unsigned long id_base;
     struct sock_fprog seccomp;
@@ -162,6 +163,7 @@ static void read_config(void) {
         case TAG_HOSTNAME: cfg.hostname = value; break;
         case TAG_TIMEOUT_MS: cfg.timeout_ms = atol(value); break;
         case TAG_STDIN: cfg.forward_stdin = value[0] == '1'; break;
+        case TAG_TTY: cfg.tty = value[0] == '1'; break;
         case TAG_UID: cfg.inside_uid = (unsigned)strtoul(value, NULL, 10); break;
         case TAG_GID: cfg.inside_gid = (unsigned)strtoul(value, NULL, 10); break;
         case TAG_ID_BASE: cfg.id_base = strtoul(value, NULL, 10); break;
@@ -521,13 +523,84 @@ static void drop_privileges(void) {
 
 // MARK: - Inside: pid 1
 
-static void run_command_child(int exec_error_fd) {
-    // The command: its own session (no controlling terminal to inject into), default signals, fds 0-2 only.
+// Gives the sandbox's terminal the host terminal's size, when the host side is a terminal.
+static void copy_window_size(int master) {
+    struct winsize size;
+    if (ioctl(0, TIOCGWINSZ, &size) == 0 || ioctl(1, TIOCGWINSZ, &size) == 0) ioctl(master, TIOCSWINSZ, &size);
+}
+
+static void write_all(int fd, const char *data, ssize_t length) {
+    while (length > 0) {
+        ssize_t n = write(fd, data, (size_t)length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        data += n;
+        length -= n;
+    }
+}
+
+// Reaps every process, relays signals to the command and, with a terminal, bytes between the host streams
+// and the terminal; reports the command's status once it has exited and its output is drained.
+static void relay_until_exit(pid_t command, int signal_fd, int master, int result_fd) {
+    int input_open = master >= 0 && cfg.forward_stdin;
+    int status = 0, exited = 0;
+    char buffer[16384];
+    for (;;) {
+        struct pollfd fds[3] = {{signal_fd, POLLIN, 0}, {master, POLLIN, 0}, {input_open ? 0 : -1, POLLIN, 0}};
+        int ready = poll(fds, 3, exited ? 50 : -1);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0 && exited) break;  // The terminal has gone quiet after the command ended.
+        if (fds[0].revents & POLLIN) {
+            struct signalfd_siginfo info;
+            while (read(signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+                int number = (int)info.ssi_signo;
+                if (number == SIGCHLD) continue;
+                if (number == SIGWINCH && master >= 0) copy_window_size(master);
+                else kill(command, number);
+            }
+            pid_t done;
+            int child_status;
+            while ((done = waitpid(-1, &child_status, WNOHANG)) > 0) {
+                if (done == command) { status = child_status; exited = 1; }
+            }
+        }
+        if (master >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            ssize_t n = read(master, buffer, sizeof buffer);
+            if (n > 0) write_all(1, buffer, n);
+            else if (exited) break;  // EIO: every holder of the terminal has closed it.
+            else master = -1;
+        }
+        if (input_open && (fds[2].revents & (POLLIN | POLLHUP))) {
+            ssize_t n = read(0, buffer, sizeof buffer);
+            if (n > 0) write_all(master, buffer, n);
+            else { input_open = 0; char eof = 4; write_all(master, &eof, 1); }
+        }
+        if (exited && master < 0) break;
+    }
+    dprintf(result_fd, "status %d\n", status);
+    _exit(0);
+}
+
+static void run_command_child(int exec_error_fd, const char *terminal) {
+    // The command: its own session (no host terminal to inject into), default signals, fds 0-2 only.
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);  // Dispositions are already default: nothing here installs handlers.
     setsid();
-    if (!cfg.forward_stdin) {
+    if (terminal) {
+        // A terminal of the sandbox's own devpts becomes the command's controlling terminal and its stdio.
+        int slave = open(terminal, O_RDWR);
+        if (slave < 0 || ioctl(slave, TIOCSCTTY, 0) != 0) {
+            int saved = errno;
+            ssize_t ignored = write(exec_error_fd, &saved, sizeof saved);
+            (void)ignored;
+            _exit(125);
+        }
+        dup2(slave, 0);
+        dup2(slave, 1);
+        dup2(slave, 2);
+        if (slave > 2) close(slave);
+    } else if (!cfg.forward_stdin) {
         int null_fd = open("/dev/null", O_RDONLY);
         if (null_fd >= 0) { dup2(null_fd, 0); if (null_fd != 0) close(null_fd); }
     }
@@ -589,12 +662,22 @@ static void run_init(int result_fd, int warden_alive_fd) {
     apply_rlimits();
     drop_privileges();
 
+    int master = -1;
+    char terminal[64] = {0};
+    if (cfg.tty) {
+        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || unlockpt(master) != 0 || ptsname_r(master, terminal, sizeof terminal) != 0) die("open a terminal");
+        copy_window_size(master);
+    }
+
     int exec_error[2];
     if (pipe2(exec_error, O_CLOEXEC) != 0) die("create exec pipe");
-    // Signals meant for the command (SIGTERM, SIGINT...) are forwarded; init itself ignores them.
-    sigset_t forwarded;
-    sigfillset(&forwarded);
-    sigprocmask(SIG_BLOCK, &forwarded, NULL);
+    // Signals meant for the command (SIGTERM, SIGINT...) arrive on a signalfd and are forwarded.
+    sigset_t handled;
+    sigfillset(&handled);
+    sigprocmask(SIG_BLOCK, &handled, NULL);
+    int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0) die("watch signals");
     dprintf(result_fd, "started %llu\n", (unsigned long long)monotonic_ns());
     pid_t command = fork();
     if (command < 0) die("fork the command");
@@ -602,7 +685,7 @@ static void run_init(int result_fd, int warden_alive_fd) {
         close(exec_error[0]);
         close(result_fd);
         close(warden_alive_fd);
-        run_command_child(exec_error[1]);
+        run_command_child(exec_error[1], cfg.tty ? terminal : NULL);
     }
     close(exec_error[1]);
     int exec_errno = 0;
@@ -612,21 +695,7 @@ static void run_init(int result_fd, int warden_alive_fd) {
         if (exec_errno == ENOENT && !strchr(cfg.argv[0], '/')) dprintf(2, "hyperctl: %s: command not found\n", cfg.argv[0]);
         else dprintf(2, "hyperctl: %s: %s\n", cfg.argv[0], strerror(exec_errno));
     }
-    // Reap everything; report the command's status when it ends, forwarding signals meanwhile.
-    for (;;) {
-        int status = 0;
-        pid_t done = waitpid(-1, &status, WNOHANG);
-        if (done == command) {
-            dprintf(result_fd, "status %d\n", status);
-            _exit(0);
-        }
-        if (done > 0) continue;
-        if (done < 0 && errno == ECHILD) _exit(0);
-        siginfo_t info;
-        struct timespec tick = {0, 200000000};
-        int signal_number = sigtimedwait(&forwarded, &info, &tick);
-        if (signal_number > 0 && signal_number != SIGCHLD) kill(command, signal_number);
-    }
+    relay_until_exit(command, signal_fd, master, result_fd);
 }
 
 // The warden joins the sandbox's user namespace, unshares the rest, and starts pid 1.

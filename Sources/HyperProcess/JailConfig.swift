@@ -10,7 +10,7 @@ public struct JailConfig: Equatable, Sendable {
     enum Tag: UInt32 {
         case argument = 1, environment, workingDirectory, bind, readOnlyPath, seccomp, timeoutMilliseconds
         case cgroupDirectory, cgroupWrite, cgroupProcs, resourceLimit, hostname, forwardStdin, file, symlink
-        case uid, gid, cgroupKill, idBase, directory
+        case uid, gid, cgroupKill, idBase, directory, tty
     }
 
     /// A bind mount of a host path into the sandbox.
@@ -43,6 +43,8 @@ public struct JailConfig: Equatable, Sendable {
     public var resourceLimits: [(resource: Int32, value: UInt64)] = []
     public var hostname = "sandbox"
     public var forwardStdin = false
+    /// Whether the command gets a terminal of the sandbox's own devpts, relayed to the host streams.
+    public var tty = false
     /// The user and group the command runs as, inside the sandbox.
     public var uid: UInt32 = 0
     public var gid: UInt32 = 0
@@ -73,6 +75,7 @@ public struct JailConfig: Equatable, Sendable {
         record(.workingDirectory, [workingDirectory])
         record(.hostname, [hostname])
         record(.forwardStdin, [forwardStdin ? "1" : "0"])
+        record(.tty, [tty ? "1" : "0"])
         record(.uid, [String(uid)])
         record(.gid, [String(gid)])
         record(.idBase, [String(idBase)])

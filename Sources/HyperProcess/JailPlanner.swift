@@ -33,6 +33,7 @@ public struct JailPlanner: Sendable {
         config.environment = spec.environment.map { "\($0.name)=\($0.value)" }
         config.workingDirectory = spec.workingDirectory ?? spec.workspace
         config.forwardStdin = spec.interactive
+        config.tty = spec.tty
         let base = systemRoot == "/" ? "" : systemRoot
 
         for name in Self.systemDirectories {

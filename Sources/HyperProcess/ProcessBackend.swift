@@ -33,7 +33,7 @@ public struct ProcessBackend: Backend {
 
     /// Features enforced here: limits only where a cgroup controller or an rlimit can hold them.
     public var capabilities: Set<SandboxFeature> {
-        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive]
+        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty]
         let facts = gatherFacts()
         if facts.isRoot, facts.limitControllers.contains("cpu"), facts.cgroupLayout != .absent { features.insert(.cpuLimit) }
         return features

@@ -279,6 +279,5 @@ struct EscapeTests {
         #expect(throws: HyperError.self) {
             _ = try runSandboxed(["true"]) { $0.network = .allow([NetworkDestination(host: "example.org")]) }
         }
-        #expect(throws: HyperError.self) { _ = try runSandboxed(["true"]) { $0.tty = true } }
     }
 }

@@ -227,3 +227,39 @@ extension HostSystem {
     /// The process id of this process.
     public static var processID: Int32 { getpid() }
 }
+
+/// A terminal's settings, saved so that raw mode can be undone.
+public struct TerminalSettings: Sendable {
+    let descriptor: Int32
+    let saved: termios
+
+    /// Puts the terminal on `descriptor` into raw mode and returns its previous settings, or nil when the
+    /// descriptor is not a terminal.
+    public static func makeRaw(_ descriptor: Int32) -> TerminalSettings? {
+        guard isatty(descriptor) == 1 else { return nil }
+        var original = termios()
+        // SAFETY: tcgetattr writes only into `original`, a local termios.
+        guard unsafe tcgetattr(descriptor, &original) == 0 else { return nil }
+        var raw = original
+        // SAFETY: cfmakeraw edits only `raw`, a local termios.
+        unsafe cfmakeraw(&raw)
+        // SAFETY: tcsetattr only reads `raw` during the call.
+        guard unsafe tcsetattr(descriptor, TCSANOW, &raw) == 0 else { return nil }
+        return TerminalSettings(descriptor: descriptor, saved: original)
+    }
+
+    /// Restores the saved settings.
+    public func restore() {
+        var settings = saved
+        // SAFETY: tcsetattr only reads `settings` during the call.
+        _ = unsafe tcsetattr(descriptor, TCSANOW, &settings)
+    }
+}
+
+extension HostSystem {
+    /// Ignores terminal interrupts (^C, ^\) in this process, so that they reach the sandboxed command alone.
+    public static func ignoreInterrupts() {
+        _ = signal(SIGINT, SIG_IGN)
+        _ = signal(SIGQUIT, SIG_IGN)
+    }
+}

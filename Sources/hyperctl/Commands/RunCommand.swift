@@ -43,6 +43,10 @@ enum RunCommand: CLICommand {
         if backend.isolation == .simulated { details.append(("seed", .string(String(options.seed)))) }
 
         var timeline: [PhaseEvent] = []
+        // ^C and ^\ from the terminal go to the whole foreground group; the sandbox handles them, not hyperctl.
+        if backend.isolation != .simulated { HostSystem.ignoreInterrupts() }
+        let terminal = spec.tty ? TerminalSettings.makeRaw(context.streams.input) : nil
+        defer { terminal?.restore() }
         do throws(HyperError) {
             let handle = try backend.launch(spec, options: options)
             let status: SandboxExit
