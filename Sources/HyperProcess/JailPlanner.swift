@@ -2,24 +2,17 @@ import Hyper
 
 /// Turns a validated spec into a `JailConfig`: the new root's layout, the ids, the limits and the filter.
 ///
-/// The root is a read-only tmpfs holding: the system directories of `systemRoot` (the host's `/` or a
-/// prepared `--rootfs` tree) read-only, a synthesized `/etc` with only what programs need (no shadow, sudoers
+/// The root is a read-only tmpfs holding: the system directories of the host's `/` (or of the spec's
+/// `rootfs` tree) read-only, a synthesized `/etc` with only what programs need (no shadow, sudoers
 /// or keys), fresh `/proc`, `/dev` and `/tmp` (made by the helper), the workspace read-write at its own path,
 /// and the spec's mounts.
 public struct JailPlanner: Sendable {
-    /// The tree that provides `/usr` and the other system directories.
-    public var systemRoot: String
-    /// Whether the repository files the host runs later (`.git/hooks`, `.git/config`) stay read-only inside.
-    public var protectsRepositoryHooks: Bool
     /// The process limit applied when the spec sets none, so a fork bomb cannot exhaust the host. It is an
     /// rlimit (counted per sandbox user), not a cgroup: moving a process into a v1 cgroup costs about 10 ms.
     public static let defaultPidsLimit = 4096
 
     /// Creates a planner.
-    public init(systemRoot: String = "/", protectsRepositoryHooks: Bool = true) {
-        self.systemRoot = systemRoot
-        self.protectsRepositoryHooks = protectsRepositoryHooks
-    }
+    public init() {}
 
     /// Top-level system directories, bound read-only when they are directories and recreated when they are links.
     static let systemDirectories = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"]
@@ -34,7 +27,7 @@ public struct JailPlanner: Sendable {
         config.workingDirectory = spec.workingDirectory ?? spec.workspace
         config.forwardStdin = spec.interactive
         config.tty = spec.tty
-        let base = systemRoot == "/" ? "" : systemRoot
+        let base = spec.rootfs.map { $0 == "/" ? "" : $0 } ?? ""
 
         for name in Self.systemDirectories {
             let path = base + "/" + name
@@ -64,7 +57,7 @@ public struct JailPlanner: Sendable {
             config.binds.append(.init(source: mount.source, destination: mount.destination, readOnly: mount.readOnly,
                                       idmapped: true, isFile: HostSystem.fileKind(at: mount.source) == .regularFile))
         }
-        if protectsRepositoryHooks {
+        if spec.protectsHostExecutedFiles {
             config.readOnlyPaths = ["/.git/hooks", "/.git/config"].map { spec.workspace + $0 }
                 .filter { HostSystem.fileKind(at: $0) != nil && HostSystem.symbolicLinkTarget($0) == nil }
         }

@@ -14,26 +14,22 @@ public struct ProcessBackend: Backend {
     /// The binary re-executed as the `hyper-jail` helper: this very program, whose C constructor becomes the
     /// helper when it sees the helper marker (see Sources/CHyperJail).
     public let helperPath: String
-    /// How the sandbox's root is laid out.
-    public var planner: JailPlanner
 
     /// Creates the backend.
     ///
     /// - Parameters:
     ///   - helperPath: the binary to re-execute as the helper; by default this program (`/proc/self/exe`).
-    ///   - planner: the root layout (system root, repository protection).
     ///   - facts: the host facts; tests pass their own to check verdicts and selection.
-    public init(helperPath: String? = nil, planner: JailPlanner = JailPlanner(),
+    public init(helperPath: String? = nil,
                 facts: @escaping @Sendable () -> ProcessHostFacts = { ProcessHostFacts.gather() }) {
         gatherFacts = facts
-        self.planner = planner
         _ = chyper_jail_linked()
         self.helperPath = helperPath ?? "/proc/self/exe"
     }
 
     /// Features enforced here: limits only where a cgroup controller or an rlimit can hold them.
     public var capabilities: Set<SandboxFeature> {
-        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty]
+        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty, .customRoot]
         let facts = gatherFacts()
         if facts.isRoot, facts.limitControllers.contains("cpu"), facts.cgroupLayout != .absent { features.insert(.cpuLimit) }
         return features
@@ -48,7 +44,7 @@ public struct ProcessBackend: Backend {
         try checkSupport(spec, options: options)
         #if os(Linux)
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
-        let config = planner.plan(spec, facts: gatherFacts(), sandboxName: name)
+        let config = JailPlanner().plan(spec, facts: gatherFacts(), sandboxName: name)
         do {
             return try start(config, streams: options.streams)
         } catch {

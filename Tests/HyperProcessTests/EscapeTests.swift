@@ -63,6 +63,29 @@ struct EscapeTests {
         #expect(try String(contentsOfFile: workspace + "/.git/config", encoding: .utf8) == "[core]\n")
     }
 
+    @Test func hooksCanBeMadeWritableOnRequest() throws {
+        let workspace = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(atPath: workspace) }
+        try FileManager.default.createDirectory(atPath: workspace + "/.git/hooks", withIntermediateDirectories: true)
+        let run = try runScript("echo '#!/bin/sh' > .git/hooks/pre-commit && echo written", workspace: workspace) {
+            $0.protectsHostExecutedFiles = false
+        }
+        #expect(run.output == "written\n")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/busybox"), "needs busybox-static for a root tree"))
+    func rootfsReplacesTheHostSystemDirectories() throws {
+        let root = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root + "/usr/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/usr/bin/busybox", toPath: root + "/usr/bin/busybox")
+        try FileManager.default.createSymbolicLink(atPath: root + "/bin", withDestinationPath: "usr/bin")
+        let run = try runSandboxed(["/bin/busybox", "sh", "-c", "/bin/busybox ls /usr/bin; test -e /usr/bin/python3 || echo no-host-usr"]) {
+            $0.rootfs = root
+        }
+        #expect(run.output == "busybox\nno-host-usr\n", "\(run.output) \(run.errorOutput)")
+    }
+
     @Test func privilegesAreGone() throws {
         let run = try runScript("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status")
         for line in ["CapInh:\t0000000000000000", "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",

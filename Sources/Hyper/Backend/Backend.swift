@@ -31,6 +31,7 @@ public enum SandboxFeature: String, Sendable, CaseIterable, Comparable {
     case timeout
     case interactive = "interactive stdin"
     case tty
+    case customRoot = "custom root tree"
     case faultInjection = "fault injection"
 
     public static func < (lhs: SandboxFeature, rhs: SandboxFeature) -> Bool {
@@ -52,6 +53,7 @@ extension SandboxSpec {
         if limits.timeout != nil { features.insert(.timeout) }
         if interactive { features.insert(.interactive) }
         if tty { features.insert(.tty) }
+        if rootfs != nil { features.insert(.customRoot) }
         return features
     }
 }

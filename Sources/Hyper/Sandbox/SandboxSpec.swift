@@ -23,6 +23,11 @@ public struct SandboxSpec: Equatable, Sendable {
     public var interactive = false
     /// Whether the command gets a terminal.
     public var tty = false
+    /// A prepared root tree whose system directories replace the host's (`/usr`, `/bin`, `/lib`...); nil for the host's.
+    public var rootfs: String?
+    /// Whether files in the workspace that the host runs later on its own (`.git/hooks`, `.git/config`) are
+    /// read-only inside. On by default; turning it off lets the command plant code the host will run.
+    public var protectsHostExecutedFiles = true
 
     /// Creates an empty spec; set the command and workspace before launching it.
     public init() {}

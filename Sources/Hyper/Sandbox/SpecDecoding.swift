@@ -12,13 +12,15 @@
 ///   "secrets": {"API_TOKEN": "env:API_TOKEN", "DEPLOY_KEY": "file:/run/keys/deploy"},
 ///   "limits": {"memory": "2G", "cpus": 2, "pids": 512, "timeout": "5m"},
 ///   "interactive": false,
-///   "tty": false
+///   "tty": false,
+///   "rootfs": "/srv/roots/debian",
+///   "writableHooks": false
 /// }
 /// ```
 /// Relative host paths are taken relative to `baseDirectory` (the spec file's folder).
 extension SandboxSpec {
     /// The keys a spec file may contain.
-    public static let topLevelKeys = ["command", "env", "workdir", "workspace", "mounts", "network", "secrets", "limits", "interactive", "tty"]
+    public static let topLevelKeys = ["command", "env", "workdir", "workspace", "mounts", "network", "secrets", "limits", "interactive", "tty", "rootfs", "writableHooks"]
 
     /// Decodes a spec from JSON text.
     ///
@@ -70,6 +72,10 @@ extension SandboxSpec {
                 spec.interactive = try field.bool(value)
             case "tty":
                 spec.tty = try field.bool(value)
+            case "rootfs":
+                spec.rootfs = absolute(try field.string(value), base: baseDirectory)
+            case "writableHooks":
+                spec.protectsHostExecutedFiles = !(try field.bool(value))
             default:
                 break // Unreachable: `object(_:allowedKeys:)` rejected other keys.
             }

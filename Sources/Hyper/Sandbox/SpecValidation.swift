@@ -56,6 +56,13 @@ extension SandboxSpec {
                 }
             }
         }
+        if let rootfs {
+            spec.rootfs = try Self.existingDirectory(rootfs, field: "rootfs")
+            guard HostSystem.fileKind(at: (spec.rootfs ?? rootfs) + "/usr") == .directory
+                    || HostSystem.fileKind(at: (spec.rootfs ?? rootfs) + "/bin") == .directory else {
+                throw HyperError(.invalidSpec, "rootfs: \(rootfs) has neither usr/ nor bin/; it does not look like a root tree")
+            }
+        }
         if case let .allow(list) = network, list.isEmpty {
             throw HyperError(.invalidSpec, "network: the allowlist is empty; use none to have no network")
         }
@@ -115,6 +122,8 @@ extension SandboxSpec {
         members.append(("limits", .object(limitMembers)))
         members.append(("interactive", .bool(interactive)))
         members.append(("tty", .bool(tty)))
+        if let rootfs { members.append(("rootfs", .string(rootfs))) }
+        if !protectsHostExecutedFiles { members.append(("writableHooks", .bool(true))) }
         return .object(members)
     }
 }

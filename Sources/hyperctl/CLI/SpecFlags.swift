@@ -16,6 +16,8 @@ enum SpecFlags {
         OptionSpec(["--timeout"], value: "DUR", help: "Wall-clock limit (500ms, 30s, 5m); exit 124 when it passes"),
         OptionSpec(["--interactive", "-i"], help: "Forward stdin to the command"),
         OptionSpec(["--tty", "-t"], help: "Give the command a terminal"),
+        OptionSpec(["--rootfs"], value: "DIR", help: "Take /usr, /bin, /lib... from this root tree instead of the host's"),
+        OptionSpec(["--writable-hooks"], help: "Let the command write .git/hooks and .git/config in the workspace (unsafe)"),
     ]
 
     /// Builds the spec from `--spec` and the flags, flags last, then checks it against the host.
@@ -58,6 +60,8 @@ enum SpecFlags {
         if let timeout = arguments.value("--timeout") { spec.limits.timeout = try ResourceLimits.parseTimeout(timeout) }
         if arguments.has("--interactive") { spec.interactive = true }
         if arguments.has("--tty") { spec.tty = true }
+        if let rootfs = arguments.value("--rootfs") { spec.rootfs = SandboxSpec.absolute(rootfs, base: cwd) }
+        if arguments.has("--writable-hooks") { spec.protectsHostExecutedFiles = false }
         if !arguments.positionals.isEmpty { spec.command = arguments.positionals }
         return try spec.validated()
     }
