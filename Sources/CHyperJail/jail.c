@@ -877,3 +877,44 @@ __attribute__((constructor)) static void hyper_jail_entry(int argc, char **argv,
 }
 
 int chyper_jail_linked(void) { return 1; }
+
+// Returns the number of threads of this process, from /proc/self/stat (field 20), or -1.
+static int thread_count(void) {
+    char text[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t length = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (length <= 0) return -1;
+    text[length] = 0;
+    char *field = strrchr(text, ')');  // The command name may hold spaces; fields start after it.
+    if (!field) return -1;
+    int index = 2;
+    for (char *p = field + 1; *p; p++) {
+        if (*p != ' ') continue;
+        index++;
+        if (index == 20) return atoi(p + 1);
+    }
+    return -1;
+}
+
+pid_t chyper_jail_fork(const int descriptors[], int count) {
+    if (count < 6 || count > 16 || thread_count() != 1) { errno = EBUSY; return -1; }
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // The child: exactly the given descriptors at 0..count-1, default signals, empty environment.
+    int lifted[16];
+    for (int i = 0; i < count; i++) {
+        lifted[i] = fcntl(descriptors[i], F_DUPFD_CLOEXEC, 100);
+        if (lifted[i] < 0) _exit(125);
+    }
+    for (int i = 0; i < count; i++) {
+        if (dup2(lifted[i], i) < 0) _exit(125);
+    }
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    clearenv();
+    _exit(helper_main());
+}

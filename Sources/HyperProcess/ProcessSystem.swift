@@ -5,8 +5,8 @@ import Hyper
 
 /// The process backend's host calls: pipes, spawning the helper, signals and reaping.
 ///
-/// This is the only file of HyperProcess that handles raw pointers. Nothing here runs between fork and exec:
-/// `posix_spawn` does that part in libc, and the helper (C) does the rest.
+/// This is the only file of HyperProcess that handles raw pointers. No Swift runs between fork and exec:
+/// `posix_spawn` or the C helper do that part.
 enum ProcessSystem {
     /// Creates a close-on-exec pipe and returns (read end, write end).
     static func makePipe() throws(ProcessError) -> (read: Int32, write: Int32) {
@@ -25,11 +25,16 @@ enum ProcessSystem {
         if fd >= 0 { _ = close(fd) }
     }
 
-    /// Spawns `path` in helper mode (argv `hyper-jail MARKER`) with an empty environment and exactly these
-    /// descriptors at 0, 1, 2, ...; all others are closed.
+    /// Starts the helper with an empty environment and exactly these descriptors at 0, 1, 2, ...: by forking
+    /// when this process has one thread, else by spawning `path` in helper mode (argv `hyper-jail MARKER`).
     ///
     /// - Returns: the child's pid.
     static func spawn(_ path: String, descriptors: [Int32]) throws(ProcessError) -> pid_t {
+        // A single-threaded caller (hyperctl itself) forks straight into the helper: no exec, no second start-up.
+        // SAFETY: the array outlives the call, which reads `descriptors.count` descriptors from it.
+        let forked = unsafe descriptors.withUnsafeBufferPointer { unsafe chyper_jail_fork($0.baseAddress, Int32($0.count)) }
+        if forked > 0 { return forked }
+        if forked < 0, errno != EBUSY { throw ProcessError.systemCall(operation: "fork the helper", errorNumber: errno) }
         // Move every source above the target range first, so no dup2 overwrites a later source.
         var lifted: [Int32] = []
         defer { lifted.forEach(closeQuietly) }
