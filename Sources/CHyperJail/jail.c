@@ -12,9 +12,9 @@
 //   fd 5  the lifeline: hyperctl holds the write end; EOF means hyperctl died, and the sandbox is killed.
 // Everything between fork and exec happens here, in C, with no threads.
 //
-// Process tree:  helper (host, runs cgroup work)  ->  warden (joins the sandbox user namespace, unshares the
-// other namespaces)  ->  init (pid 1 of the new pid namespace: builds the root, drops privileges, installs
-// seccomp, reaps)  ->  the command.
+// Process tree:  helper (host side: id maps, idmapped binds, cgroups, supervision)  ->  init (cloned straight into
+// new user, mount, pid, net, ipc and uts namespaces; pid 1: builds the root, drops privileges, reaps)  ->  the
+// command (seccomp installed just before exec).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -246,30 +246,9 @@ static int sys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 
 
 // MARK: - User namespace for the sandbox
 
-// Creates a user namespace mapped to the sandbox's unprivileged id range and returns an fd for it.
-// A throwaway child unshares it; this process writes its maps, opens it, and ends the child.
-static int make_user_namespace(void) {
-    int ready[2], hold[2];
-    if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(hold, O_CLOEXEC) != 0) die("create pipes");
-    pid_t child = fork();
-    if (child < 0) die("fork user-namespace holder");
-    if (child == 0) {
-        close(ready[0]);
-        close(hold[1]);
-        if (unshare(CLONE_NEWUSER) != 0) _exit(1);
-        char byte = 1;
-        if (write(ready[1], &byte, 1) != 1) _exit(1);
-        ssize_t ignored = read(hold[0], &byte, 1);  // Wait until the parent has the namespace.
-        (void)ignored;
-        _exit(0);
-    }
-    close(ready[1]);
-    close(hold[0]);
-    char byte;
-    if (read(ready[0], &byte, 1) != 1) die_message("user namespace creation failed (are user namespaces enabled?)");
+// Writes the id maps of `child`'s new user namespace and returns an fd for that namespace.
+static int map_user_namespace(pid_t child) {
     char path[64], map[128];
-    uid_t host_uid = geteuid();
-    gid_t host_gid = getegid();
     snprintf(path, sizeof path, "/proc/%d/setgroups", child);
     if (write_file(path, "deny") != 0 && errno != ENOENT) die("write setgroups");
     if (host_root) {
@@ -277,31 +256,28 @@ static int make_user_namespace(void) {
         snprintf(map, sizeof map, "0 %lu 65536\n", cfg.id_base);
     } else {
         // An unprivileged caller may only map itself; the sandbox user is the caller's own id.
-        snprintf(map, sizeof map, "%u %u 1\n", cfg.inside_uid, host_uid);
+        snprintf(map, sizeof map, "%u %u 1\n", cfg.inside_uid, (unsigned)geteuid());
     }
     snprintf(path, sizeof path, "/proc/%d/uid_map", child);
     if (write_file(path, map) != 0) die("write uid_map");
-    if (!host_root) snprintf(map, sizeof map, "%u %u 1\n", cfg.inside_gid, host_gid);
+    if (!host_root) snprintf(map, sizeof map, "%u %u 1\n", cfg.inside_gid, (unsigned)getegid());
     snprintf(path, sizeof path, "/proc/%d/gid_map", child);
     if (write_file(path, map) != 0) die("write gid_map");
     snprintf(path, sizeof path, "/proc/%d/ns/user", child);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) die("open the user namespace");
-    close(hold[1]);
-    close(ready[0]);
-    waitpid(child, NULL, 0);
+    if (fd < 0) die("open the sandbox's user namespace");
     return fd;
 }
 
 // MARK: - Mount trees prepared on the host side
 
-struct prepared_mount { int fd; const char *destination; int is_file; };
+struct prepared_mount { int fd; const char *source; const char *destination; int is_file; int idmapped; };
 static struct prepared_mount prepared[MAX_ITEMS];
 static int prepared_count;
 
 // Clones each host path to bind as a detached mount, read-only and/or idmapped as asked.
 // Flags in the record: 'r' read-only, 'w' read-write, 'i' idmap to the sandbox range (root only), 'f' a file.
-static void prepare_binds(int userns_fd) {
+static void prepare_binds(void) {
     for (int i = 0; i < cfg.count; i++) {
         struct record *r = &cfg.items[i];
         if (r->tag != TAG_BIND) continue;
@@ -318,20 +294,29 @@ static void prepare_binds(int userns_fd) {
         attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if (strchr(flags, 'r')) attr.attr_set |= MOUNT_ATTR_RDONLY;
         if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) != 0) die("set mount attributes");
-        if (strchr(flags, 'i') && host_root) {
-            struct mount_attr idmap = {0};
-            idmap.attr_set = MOUNT_ATTR_IDMAP;
-            idmap.userns_fd = (uint64_t)userns_fd;
-            if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &idmap) != 0 &&
-                sys_mount_setattr(fd, "", AT_EMPTY_PATH, &idmap) != 0) {
-                status_line("error idmapped mount of %s: %s", source, strerror(errno));
-                _exit(125);
-            }
-        }
         prepared[prepared_count].fd = fd;
+        prepared[prepared_count].source = source;
         prepared[prepared_count].destination = destination;
         prepared[prepared_count].is_file = strchr(flags, 'f') != NULL;
+        prepared[prepared_count].idmapped = strchr(flags, 'i') != NULL;
         prepared_count++;
+    }
+}
+
+// Shifts ownership on the binds that ask for it into the sandbox's id range, through its user namespace.
+// The detached mounts are shared with init, which inherited their descriptors, so it sees the change.
+static void apply_idmaps(int userns_fd) {
+    if (!host_root) return;  // Only root may create idmapped mounts; others map their own id instead.
+    for (int i = 0; i < prepared_count; i++) {
+        if (!prepared[i].idmapped) continue;
+        struct mount_attr idmap = {0};
+        idmap.attr_set = MOUNT_ATTR_IDMAP;
+        idmap.userns_fd = (uint64_t)userns_fd;
+        if (sys_mount_setattr(prepared[i].fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &idmap) != 0 &&
+            sys_mount_setattr(prepared[i].fd, "", AT_EMPTY_PATH, &idmap) != 0) {
+            status_line("error idmapped mount of %s: %s", prepared[i].source, strerror(errno));
+            _exit(125);
+        }
     }
 }
 
@@ -650,11 +635,18 @@ static void run_command_child(int exec_error_fd, const char *terminal) {
     _exit(error == ENOENT ? 127 : 126);
 }
 
-static void run_init(int result_fd, int warden_alive_fd) {
+static void run_init(int go_fd, int result_fd, int helper_alive_fd) {
+    // Errors from here on travel through the helper, so its exit alone ends the host's status stream.
+    if (dup3(result_fd, STATUS_FD, O_CLOEXEC) < 0) _exit(125);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("set parent-death signal");
-    struct pollfd check = {warden_alive_fd, POLLIN, 0};
-    if (poll(&check, 1, 0) > 0) _exit(125);  // The warden is already gone.
+    struct pollfd check = {helper_alive_fd, POLLIN, 0};
+    if (poll(&check, 1, 0) > 0) _exit(125);  // The helper is already gone.
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("set non-dumpable");
+    char byte;
+    if (read(go_fd, &byte, 1) != 1) _exit(125);  // Wait for the id maps, idmapped binds and cgroups.
+    close(go_fd);
+    if (host_root && (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)) die("become the namespace's root");
+    if (unshare(CLONE_NEWCGROUP) != 0) die("create the cgroup namespace");  // Rooted at the sandbox's cgroup.
     build_root();
     bring_up_loopback();
     const char *hostname = cfg.hostname ? cfg.hostname : "sandbox";
@@ -684,7 +676,7 @@ static void run_init(int result_fd, int warden_alive_fd) {
     if (command == 0) {
         close(exec_error[0]);
         close(result_fd);
-        close(warden_alive_fd);
+        close(helper_alive_fd);
         run_command_child(exec_error[1], cfg.tty ? terminal : NULL);
     }
     close(exec_error[1]);
@@ -696,36 +688,6 @@ static void run_init(int result_fd, int warden_alive_fd) {
         else dprintf(2, "hyperctl: %s: %s\n", cfg.argv[0], strerror(exec_errno));
     }
     relay_until_exit(command, signal_fd, master, result_fd);
-}
-
-// The warden joins the sandbox's user namespace, unshares the rest, and starts pid 1.
-static void run_warden(int userns_fd, int go_fd, int result_fd, pid_t helper) {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("set parent-death signal");
-    if (getppid() != helper) _exit(125);
-    char byte;
-    if (read(go_fd, &byte, 1) != 1) _exit(125);  // Wait until cgroups are joined.
-    close(go_fd);
-    if (setns(userns_fd, CLONE_NEWUSER) != 0) die("join the sandbox user namespace");
-    close(userns_fd);
-    if (host_root && (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)) die("become the namespace's root");
-    if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
-        die("create namespaces");
-    int alive[2];
-    if (pipe2(alive, O_CLOEXEC) != 0) die("create pipe");
-    pid_t init = fork();
-    if (init < 0) die("fork init");
-    if (init == 0) {
-        close(alive[1]);
-        run_init(result_fd, alive[0]);
-    }
-    close(alive[0]);
-    // From here on errors go to the helper, which reports them; so the helper's exit alone ends the status stream.
-    dup2(result_fd, STATUS_FD);
-    dprintf(result_fd, "init %d\n", init);  // Its host pid, for forwarding signals.
-    close(result_fd);
-    int status = 0;
-    while (waitpid(init, &status, 0) < 0 && errno == EINTR) {}
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 125);
 }
 
 // MARK: - Helper main: supervision on the host side
@@ -740,24 +702,8 @@ static int helper_main(void) {
     host_root = geteuid() == 0;
     if (host_root && setgroups(0, NULL) != 0) die("clear supplementary groups");
 
-    int userns_fd = make_user_namespace();
-    prepare_binds(userns_fd);
+    prepare_binds();
 
-    int go[2], result[2];
-    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(result, O_CLOEXEC) != 0) die("create pipes");
-    pid_t helper = getpid();
-    pid_t warden = fork();
-    if (warden < 0) die("fork warden");
-    if (warden == 0) {
-        close(go[1]);
-        close(result[0]);
-        close(LIFELINE_FD);
-        run_warden(userns_fd, go[0], result[1], helper);
-    }
-    close(go[0]);
-    close(result[1]);
-    close(userns_fd);
-    for (int i = 0; i < prepared_count; i++) close(prepared[i].fd);
     // Signals for the command (a terminal's ^C, `hyperctl` forwarding one) reach the helper; it relays them
     // to the sandbox's init, which relays them to the command.
     sigset_t relayed;
@@ -767,10 +713,31 @@ static int helper_main(void) {
     sigprocmask(SIG_BLOCK, &relayed, NULL);
     int signal_fd = signalfd(-1, &relayed, SFD_CLOEXEC);
     if (signal_fd < 0) die("watch signals");
-    pid_t init_pid = 0;
-    int warden_fd = sys_pidfd_open(warden);
-    if (warden_fd < 0) { kill(warden, SIGKILL); die("watch the sandbox"); }
-    join_cgroups(warden);
+
+    int go[2], result[2], alive[2];
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(result, O_CLOEXEC) != 0 || pipe2(alive, O_CLOEXEC) != 0) die("create pipes");
+    // One clone creates the sandbox's init directly in its new user, mount, pid, net, ipc and uts namespaces.
+    long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
+    pid_t init = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+    if (init < 0) die("create the sandbox's namespaces");
+    if (init == 0) {
+        close(go[1]);
+        close(result[0]);
+        close(alive[1]);
+        close(LIFELINE_FD);
+        close(signal_fd);
+        run_init(go[0], result[1], alive[0]);
+    }
+    close(go[0]);
+    close(result[1]);
+    close(alive[0]);
+    int userns_fd = map_user_namespace(init);
+    apply_idmaps(userns_fd);
+    close(userns_fd);
+    for (int i = 0; i < prepared_count; i++) close(prepared[i].fd);
+    int init_fd = sys_pidfd_open(init);
+    if (init_fd < 0) { kill(init, SIGKILL); die("watch the sandbox"); }
+    join_cgroups(init);
     char byte = 1;
     if (write(go[1], &byte, 1) != 1) die("start the sandbox");
     close(go[1]);
@@ -781,7 +748,7 @@ static int helper_main(void) {
     size_t buffered = 0;
     int reported = 0, timed_out = 0;
     for (;;) {
-        struct pollfd fds[4] = {{result[0], POLLIN, 0}, {warden_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {LIFELINE_FD, POLLIN, 0}};
+        struct pollfd fds[4] = {{result[0], POLLIN, 0}, {init_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {LIFELINE_FD, POLLIN, 0}};
         int wait_ms = -1;
         if (deadline) {
             uint64_t now = monotonic_ns();
@@ -792,17 +759,17 @@ static int helper_main(void) {
         if (deadline && monotonic_ns() >= deadline && !reported) {
             timed_out = 1;
             kill_cgroups();
-            kill(warden, SIGKILL);
+            kill(init, SIGKILL);
             break;
         }
         if (fds[2].revents & POLLIN) {
             struct signalfd_siginfo info;
-            if (read(signal_fd, &info, sizeof info) == (ssize_t)sizeof info && init_pid > 0) kill(init_pid, (int)info.ssi_signo);
+            if (read(signal_fd, &info, sizeof info) == (ssize_t)sizeof info) kill(init, (int)info.ssi_signo);
         }
         if (fds[3].revents & (POLLIN | POLLHUP)) {
             // hyperctl is gone: take the sandbox with it.
             kill_cgroups();
-            kill(warden, SIGKILL);
+            kill(init, SIGKILL);
             break;
         }
         if (fds[0].revents & (POLLIN | POLLHUP)) {
@@ -814,9 +781,7 @@ static int helper_main(void) {
                 while ((newline = strchr(buffer, '\n'))) {
                     *newline = 0;
                     int status;
-                    if (strncmp(buffer, "init ", 5) == 0) {
-                        init_pid = (pid_t)atoi(buffer + 5);
-                    } else if (strncmp(buffer, "started ", 8) == 0) {
+                    if (strncmp(buffer, "started ", 8) == 0) {
                         status_line("%s", buffer);
                     } else if (sscanf(buffer, "status %d", &status) == 1) {
                         if (WIFEXITED(status)) status_line("exited %d", WEXITSTATUS(status));
@@ -836,9 +801,9 @@ static int helper_main(void) {
                 result[0] = -1;
             }
         }
-        if (reported || (fds[1].revents & POLLIN)) break;  // The command's status is in, or the warden ended.
+        if (reported || (fds[1].revents & POLLIN)) break;  // The command's status is in, or init ended.
     }
-    // Collect a status line that raced with the warden's exit.
+    // Collect a status line that raced with init's exit.
     while (!reported && !timed_out && result[0] >= 0) {
         struct pollfd last = {result[0], POLLIN, 0};
         if (poll(&last, 1, 100) <= 0) break;
@@ -855,12 +820,12 @@ static int helper_main(void) {
         }
     }
     kill_cgroups();
-    kill(warden, SIGKILL);
-    // Without cgroups to remove there is nothing to wait for: the sandbox's init has exited (or been killed
-    // with the warden), and the kernel ends the rest of its pid namespace.
+    kill(init, SIGKILL);
+    // Without cgroups to remove there is nothing to wait for: the sandbox's init has exited or been killed,
+    // and the kernel ends the rest of its pid namespace.
     if (has_removable_cgroups()) {
-        int warden_status = 0;
-        while (waitpid(warden, &warden_status, 0) < 0 && errno == EINTR) {}
+        int init_status = 0;
+        while (waitpid(init, &init_status, 0) < 0 && errno == EINTR) {}
         remove_cgroups();
     }
     if (timed_out) status_line("timeout");
