@@ -31,7 +31,7 @@ let package = Package(
         .executableTarget(
             name: "hyperctl",
             dependencies: ["Hyper", "HyperKVM", "HyperProcess", "HyperFake"],
-            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
+            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"], .when(configuration: .release))]
         ),
 
         .testTarget(name: "HyperTests", dependencies: ["Hyper"]),
