@@ -35,4 +35,15 @@ public struct KVMBackend: Backend {
         try checkSupport(spec, options: options)
         throw KVMError.notImplemented("launching Linux microVM sandboxes").hyperError
     }
+
+    /// Boots a raw VM. Unlike sandboxes, this also runs on unaccelerated KVM: small guests run fine there.
+    public func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit {
+        let result = probe()
+        guard result.isAvailable else { throw KVMError.unavailable(result.reason).hyperError }
+        #if os(Linux)
+        return try RawMachine.boot(request, on: KVMHypervisor())
+        #else
+        throw KVMError.unavailable("KVM needs Linux").hyperError
+        #endif
+    }
 }

@@ -47,3 +47,18 @@ enum KVMSystem {
     }
 }
 #endif
+
+#if os(Linux)
+extension KVMSystem {
+    /// Issues an ioctl whose argument points at `value`, retrying on `EINTR`.
+    static func ioctl<T>(_ fd: Int32, _ request: UInt, pointingTo value: inout T, operation: String) throws(KVMError) {
+        while true {
+            // SAFETY: `value` is a live, correctly sized struct for this request for the duration of the call.
+            let result = unsafe withUnsafeMutablePointer(to: &value) { unsafe chyper_ioctl_pointer(fd, request, $0) }
+            if result >= 0 { return }
+            if errno == EINTR { continue }
+            throw KVMError.systemCall(operation: operation, errorNumber: errno)
+        }
+    }
+}
+#endif

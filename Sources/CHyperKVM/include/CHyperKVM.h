@@ -52,5 +52,25 @@ static inline unsigned long chyper_KVM_SET_FPU(void) { return KVM_SET_FPU; }
 static inline unsigned long chyper_KVM_GET_MP_STATE(void) { return KVM_GET_MP_STATE; }
 static inline unsigned long chyper_KVM_SET_MP_STATE(void) { return KVM_SET_MP_STATE; }
 
+// MARK: Waking a vCPU thread out of KVM_RUN at a deadline.
+
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+/// A per-thread timer that interrupts KVM_RUN (EINTR) on the thread that armed it.
+typedef struct { timer_t timer; int armed; sigset_t saved_mask; } chyper_wakeup;
+
+/// Arms a timer that signals the calling thread after `delay_ns`, then every 10 ms (so a wakeup that lands
+/// just before KVM_RUN is not lost). Returns 0, or -1 with errno.
+int chyper_wakeup_arm(chyper_wakeup *wakeup, unsigned long long delay_ns);
+/// Stops and deletes the timer.
+void chyper_wakeup_disarm(chyper_wakeup *wakeup);
+
+/// Copies KVM's supported CPUID into the vCPU, with the hypervisor bit set and `apic_id` in leaf 1.
+/// Returns 0, or -1 with errno.
+int chyper_configure_cpuid(int kvm_fd, int vcpu_fd, unsigned apic_id);
+
 #endif // __linux__
 #endif // CHYPERKVM_H

@@ -1,0 +1,99 @@
+#if os(Linux)
+import CHyperKVM
+import Glibc
+import Hyper
+
+/// The `Hypervisor` protocol over /dev/kvm.
+///
+/// Setup follows KVM's required order: TSS and identity-map addresses, the in-kernel irqchip and PIT before
+/// any vCPU, guest memory as one user memory region, then per vCPU: CPUID before registers.
+public struct KVMHypervisor: Hypervisor {
+    /// The KVM device node.
+    public let devicePath: String
+
+    /// Creates the accelerator for a device node.
+    public init(devicePath: String = "/dev/kvm") { self.devicePath = devicePath }
+
+    public func makeVirtualMachine(memory: GuestMemory) throws(HyperError) -> any VirtualMachine {
+        do {
+            return try KVMVirtualMachine(devicePath: devicePath, memory: memory)
+        } catch {
+            throw error.hyperError
+        }
+    }
+}
+
+/// Guest-physical addresses KVM needs for its own use on Intel (three pages of TSS, one identity-map page),
+/// just below the IOAPIC and LAPIC windows.
+enum KVMLayout {
+    static let tssAddress: UInt = 0xFFFB_D000
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+}
+
+/// One KVM virtual machine.
+final class KVMVirtualMachine: VirtualMachine {
+    let memory: GuestMemory
+    let systemDescriptor: Int32
+    let descriptor: Int32
+    let runAreaSize: Int
+
+    init(devicePath: String, memory: GuestMemory) throws(KVMError) {
+        self.memory = memory
+        // SAFETY: open only reads the NUL-terminated path during the call.
+        let system = unsafe open(devicePath, O_RDWR | O_CLOEXEC)
+        guard system >= 0 else { throw KVMError.systemCall(operation: "open \(devicePath)", errorNumber: errno) }
+        systemDescriptor = system
+        do throws(KVMError) {
+            let version = try KVMSystem.ioctl(system, chyper_KVM_GET_API_VERSION(), value: 0, operation: "KVM_GET_API_VERSION")
+            guard version == KVMProbe.requiredAPIVersion else { throw KVMError.unavailable("KVM API version \(version)") }
+            descriptor = try KVMSystem.ioctl(system, chyper_KVM_CREATE_VM(), value: 0, operation: "KVM_CREATE_VM")
+        } catch {
+            close(system)
+            throw error
+        }
+        do throws(KVMError) {
+            runAreaSize = Int(try KVMSystem.ioctl(system, chyper_KVM_GET_VCPU_MMAP_SIZE(), value: 0, operation: "KVM_GET_VCPU_MMAP_SIZE"))
+            _ = try KVMSystem.ioctl(descriptor, chyper_KVM_SET_TSS_ADDR(), value: KVMLayout.tssAddress, operation: "KVM_SET_TSS_ADDR")
+            var identityMap = KVMLayout.identityMapAddress
+            try KVMSystem.ioctl(descriptor, chyper_KVM_SET_IDENTITY_MAP_ADDR(), pointingTo: &identityMap, operation: "KVM_SET_IDENTITY_MAP_ADDR")
+            _ = try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_IRQCHIP(), value: 0, operation: "KVM_CREATE_IRQCHIP")
+            var pit = kvm_pit_config()
+            try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_PIT2(), pointingTo: &pit, operation: "KVM_CREATE_PIT2")
+            var region = kvm_userspace_memory_region()
+            region.slot = 0
+            region.guest_phys_addr = 0
+            region.memory_size = memory.size
+            region.userspace_addr = memory.hostAddress
+            try KVMSystem.ioctl(descriptor, chyper_KVM_SET_USER_MEMORY_REGION(), pointingTo: &region, operation: "KVM_SET_USER_MEMORY_REGION")
+        } catch {
+            close(descriptor)
+            close(system)
+            throw error
+        }
+    }
+
+    deinit {
+        close(descriptor)
+        close(systemDescriptor)
+    }
+
+    func makeVCPU(index: Int) throws(HyperError) -> any VirtualCPU {
+        do {
+            return try KVMVirtualCPU(machine: self, index: index)
+        } catch {
+            throw error.hyperError
+        }
+    }
+
+    func setInterruptLine(_ line: UInt32, active: Bool) throws(HyperError) {
+        var level = kvm_irq_level()
+        level.irq = line
+        level.level = active ? 1 : 0
+        do {
+            try KVMSystem.ioctl(descriptor, chyper_KVM_IRQ_LINE(), pointingTo: &level, operation: "KVM_IRQ_LINE")
+        } catch {
+            throw error.hyperError
+        }
+    }
+}
+#endif

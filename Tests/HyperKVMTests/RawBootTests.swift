@@ -1,0 +1,118 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Hyper
+import Testing
+@testable import HyperKVM
+
+/// Writes `bytes` to a fresh temporary file and returns its path.
+func temporaryFile(_ bytes: [UInt8], name: String = "guest.elf") throws -> String {
+    let path = NSTemporaryDirectory() + "hyperctl-\(UUID().uuidString)-\(name)"
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+    return path
+}
+
+/// Boots `kernel` on real KVM with the console on a pipe; returns the exit and the console text.
+func bootOnKVM(_ kernel: [UInt8], timeout: Duration = .seconds(20)) throws -> (Result<SandboxExit, HyperError>, String) {
+    let path = try temporaryFile(kernel)
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let console = Pipe()
+    var request = BootRequest(kernelPath: path, memoryBytes: 64 << 20, timeout: timeout)
+    request.consoleOutput = console.fileHandleForWriting.fileDescriptor
+    let result: Result<SandboxExit, HyperError>
+    do {
+        result = .success(try RawMachine.boot(request, on: KVMHypervisor()))
+    } catch {
+        result = .failure(error)
+    }
+    try console.fileHandleForWriting.close()
+    let text = String(decoding: console.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    return (result, text)
+}
+
+@Suite("Raw VM boot on real KVM", .serialized, .enabled(if: kvmDeviceUsable, "needs read-write access to /dev/kvm"))
+struct RawBootTests {
+    @Test func pvhGuestPrintsOnCOM1AndResets() throws {
+        let (result, console) = try bootOnKVM(TinyGuest.serialHelloImage(message: "hello from a PVH guest\n"))
+        #expect(try result.get() == .exited(0))
+        #expect(console == "hello from a PVH guest\n")
+    }
+
+    @Test func guestThatSpinsForeverTimesOut() throws {
+        // A PVH guest whose entry is `jmp $` (EB FE): it never exits on its own.
+        var image = TinyGuest.serialHelloImage()
+        image[TinyGuestLayout.codeOffset] = 0xEB
+        image[TinyGuestLayout.codeOffset + 1] = 0xFE
+        let (result, _) = try bootOnKVM(image, timeout: .milliseconds(300))
+        #expect(try result.get() == .timedOut)
+    }
+
+    @Test func undeliverableFaultIsAVMFailureWithRIP() throws {
+        // `int3` with an empty IDT: the exception cannot be delivered. Hardware KVM reports a triple fault
+        // (shutdown); software-emulated KVM may report an emulation failure. Either is a VM failure at a RIP.
+        var image = TinyGuest.serialHelloImage()
+        image[TinyGuestLayout.codeOffset] = 0xCC
+        let (result, _) = try bootOnKVM(image, timeout: .seconds(20))
+        guard case let .failure(error) = result else {
+            Issue.record("a triple-faulting guest booted: \(result)")
+            return
+        }
+        #expect(error.code == .phaseFailed)
+        #expect(error.message.contains("triple fault") || error.message.contains("VM failure"), "\(error.message)")
+        #expect(error.message.contains("RIP 0x"))
+    }
+}
+
+/// Offsets inside `TinyGuest.serialHelloImage()`: ELF header (52), two program headers (64), the note (20).
+enum TinyGuestLayout {
+    static let codeOffset = 136
+}
+
+@Suite("PVH loading")
+struct PVHLoaderTests {
+    @Test func tinyGuestLoadsAtOneMegabyte() throws {
+        let memory = try GuestMemory(size: 4 << 20)
+        let kernel = try PVHLoader.load(TinyGuest.serialHelloImage(), into: memory)
+        #expect(kernel.entry == 0x10_0000)
+        #expect(try memory.read(4, at: 0x10_0000) == [0x66, 0xBA, 0xF8, 0x03])
+        let info = try PVHLoader.writeStartInfo(into: memory, commandLine: "console=ttyS0", initrd: nil)
+        #expect(try memory.read(UInt32.self, at: info) == PVHLoader.startInfoMagic)
+        #expect(try memory.read(UInt64.self, at: info + 24) == BootLayout.commandLineAddress)
+        #expect(try memory.read(14, at: BootLayout.commandLineAddress) == Array("console=ttyS0\0".utf8))
+    }
+
+    @Test func hostileImagesAreRefusedWithAReason() throws {
+        let memory = try GuestMemory(size: 4 << 20)
+        let good = TinyGuest.serialHelloImage()
+        var truncated = good
+        truncated.removeLast(30)
+        var lowLoad = good
+        lowLoad[52 + 12] = 0; lowLoad[52 + 13] = 0; lowLoad[52 + 14] = 0  // p_paddr = 0
+        var huge = good
+        huge[52 + 20] = 0xFF; huge[52 + 21] = 0xFF; huge[52 + 22] = 0xFF; huge[52 + 23] = 0x7F  // p_memsz ~ 2 GiB
+        var noNote = good
+        noNote[52 + 32 + 0] = 0  // the note's program header becomes PT_NULL
+        var wrongMachine = good
+        wrongMachine[18] = 40  // ARM
+        let cases: [([UInt8], String)] = [
+            (Array(good.prefix(20)), "no ELF header"), (truncated, "truncated"), (lowLoad, "below 1 MiB"),
+            (huge, "does not fit"), (noNote, "no Xen PVH entry note"), (wrongMachine, "is not x86"),
+        ]
+        for (image, reason) in cases {
+            do {
+                _ = try PVHLoader.load(image, into: memory)
+                Issue.record("accepted an image with \(reason)")
+            } catch {
+                #expect(error.message.contains(reason), "\(error.message)")
+            }
+        }
+    }
+
+    @Test func commandLineTooLongIsRefused() throws {
+        let memory = try GuestMemory(size: 4 << 20)
+        #expect(throws: HyperError.self) {
+            _ = try PVHLoader.writeStartInfo(into: memory, commandLine: String(repeating: "x", count: 5000), initrd: nil)
+        }
+    }
+}
