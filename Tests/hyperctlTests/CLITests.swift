@@ -251,6 +251,20 @@ struct BinaryTests {
         #expect(waitFor { sandboxProcesses(marker).isEmpty }, "sandbox processes survived hyperctl's death")
     }
 
+    @Test(.enabled(if: access("/dev/kvm", R_OK | W_OK) == 0, "needs read-write access to /dev/kvm"))
+    func bootRunsAPVHGuestOnKVM() throws {
+        let kernel = NSTemporaryDirectory() + "hyperctl-guest-\(UUID().uuidString).elf"
+        try Data(TinyGuest.serialHelloImage(message: "booted by hyperctl\n")).write(to: URL(fileURLWithPath: kernel))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let booted = try runBinary(["boot", "--backend", "kvm", "--kernel", kernel, "--timeout", "30s"])
+        #expect(booted.exitCode == 0 && booted.output == "booted by hyperctl\n", "\(booted.errorOutput)")
+        let garbage = NSTemporaryDirectory() + "hyperctl-garbage-\(UUID().uuidString)"
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: garbage))
+        defer { try? FileManager.default.removeItem(atPath: garbage) }
+        let bad = try runBinary(["boot", "--backend", "kvm", "--kernel", garbage])
+        #expect(bad.exitCode == 125 && bad.errorOutput.contains("neither an ELF (PVH) image nor a bzImage"))
+    }
+
     @Test func interactiveStdinReachesTheCommand() throws {
         let result = try runBinary(["run", "--backend", "fake", "-i", "--", "cat"], input: "typed input\n")
         #expect(result.output == "typed input\n")
