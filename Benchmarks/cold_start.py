@@ -3,10 +3,11 @@
 
 Runs of different rows are interleaved (A B C A B C ...) so that drift on a noisy machine hits every row
 alike. Each run is one whole process started with posix_spawn and reaped with wait4, so the figures include
-the launcher's own start-up. Reports min, median, p90 and max wall time and each median's ratio to the
-baseline row. (Peak memory of whole process trees is left to `hyperctl bench`.)
+the launcher's own start-up. Reports min, median, p90 and max wall time, each median's ratio to the row's
+peer (process against bubblewrap, kvm-minimal against QEMU microvm, on the same tiny guest and /dev/kvm), and
+the peak RSS of one extra run measured by GNU time.
 
-    Benchmarks/cold_start.py [--runs N] [--warmup N] [--baseline ROW] [--json FILE] [--hyperctl PATH]
+    Benchmarks/cold_start.py [--runs N] [--warmup N] [--json FILE] [--hyperctl PATH]
 """
 import argparse, json, os, platform, shutil, statistics, sys, tempfile, time
 
@@ -21,11 +22,26 @@ def measure(argv):
     return elapsed, os.waitstatus_to_exitcode(status)
 
 
+def peak_rss(argv):
+    """Returns the peak RSS in KiB of one run, as GNU time reports it, or None without GNU time."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        return None
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    pid = os.posix_spawn("/usr/bin/time", ["/usr/bin/time", "-f", "%M", "-o", f"/dev/fd/{write_end}"] + argv, {},
+                         file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                       (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0)])
+    os.waitpid(pid, 0)
+    os.close(write_end)
+    text = os.read(read_end, 256).decode().strip().splitlines()
+    os.close(read_end)
+    return int(text[-1]) if text and text[-1].isdigit() else None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--baseline", default="bwrap")
     parser.add_argument("--json")
     parser.add_argument("--hyperctl", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "hyperctl"))
     args = parser.parse_args()
@@ -46,7 +62,22 @@ def main():
                          "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", workspace, workspace, "/bin/true"]
     else:
         skipped["bwrap"] = "bubblewrap is not installed (Scripts/setup.sh installs it)"
+    tiny_guest = os.path.join(workspace, "tiny.elf")
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        rows["kvm-minimal"] = [hyperctl, "boot", "--backend", "kvm", "--kernel", "builtin:hello"]
+        qemu = shutil.which("qemu-system-x86_64")
+        if qemu:
+            if measure([hyperctl, "boot", "--kernel", "builtin:hello", "--export-kernel", tiny_guest])[1] != 0:
+                sys.exit("cold_start: could not export the tiny guest")
+            rows["qemu-microvm"] = [qemu, "-M", "microvm,rtc=off", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "64",
+                                    "-kernel", tiny_guest, "-nodefaults", "-no-reboot", "-serial", "stdio", "-device", "i8042",
+                                    "-display", "none"]
+        else:
+            skipped["qemu-microvm"] = "qemu-system-x86 is not installed"
+    else:
+        skipped["kvm-minimal"] = "no read-write /dev/kvm"
     rows["true"] = [true]
+    peers = {"process": "bwrap", "kvm-minimal": "qemu-microvm"}
 
     samples = {name: [] for name in rows}
     total = args.warmup + args.runs
@@ -59,38 +90,40 @@ def main():
             if run >= args.warmup:
                 samples[name].append(elapsed)
     print(file=sys.stderr)
-    os.rmdir(workspace)
+    rss = {name: peak_rss(argv) for name, argv in rows.items()}
+    shutil.rmtree(workspace)
 
     def quantile(values, q):
         ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    baseline = statistics.median(samples[args.baseline]) if args.baseline in samples else None
+    medians = {name: statistics.median(values) for name, values in samples.items()}
     results = []
     for name, values in samples.items():
-        median = statistics.median(values)
+        peer = peers.get(name)
         results.append({
             "backend": name, "runs": len(values),
-            "min_ms": min(values) / 1e6, "median_ms": median / 1e6, "p90_ms": quantile(values, 0.9) / 1e6,
-            "max_ms": max(values) / 1e6,
-            "ratio_to_baseline": (median / baseline) if baseline else None,
+            "min_ms": min(values) / 1e6, "median_ms": medians[name] / 1e6, "p90_ms": quantile(values, 0.9) / 1e6,
+            "max_ms": max(values) / 1e6, "peak_rss_kib": rss[name],
+            "peer": peer, "ratio_to_peer": medians[name] / medians[peer] if peer in medians else None,
         })
     for name, reason in skipped.items():
         results.append({"backend": name, "skipped": reason})
 
-    print(f"{'row':<10} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'max ms':>8} {'ratio':>7}")
+    print(f"{'row':<13} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'max ms':>8} {'RSS KiB':>8}  ratio to peer")
     for row in results:
         if "skipped" in row:
-            print(f"{row['backend']:<10} skipped: {row['skipped']}")
+            print(f"{row['backend']:<13} skipped: {row['skipped']}")
             continue
-        ratio = f"{row['ratio_to_baseline']:.2f}" if row["ratio_to_baseline"] is not None else "-"
-        print(f"{row['backend']:<10} {row['median_ms']:>10.2f} {row['p90_ms']:>8.2f} {row['min_ms']:>8.2f} "
-              f"{row['max_ms']:>8.2f} {ratio:>7}")
-    print(f"medians of {args.runs} interleaved runs after {args.warmup} warm-up; ratio = median / median of {args.baseline}")
+        ratio = f"{row['ratio_to_peer']:.2f} ({row['peer']})" if row["ratio_to_peer"] is not None else "-"
+        rss_text = str(row["peak_rss_kib"]) if row["peak_rss_kib"] is not None else "-"
+        print(f"{row['backend']:<13} {row['median_ms']:>10.2f} {row['p90_ms']:>8.2f} {row['min_ms']:>8.2f} "
+              f"{row['max_ms']:>8.2f} {rss_text:>8}  {ratio}")
+    print(f"medians of {args.runs} interleaved runs after {args.warmup} warm-up; ratio = median / the peer's median")
     if args.json:
         host = {"cpu": platform.processor() or platform.machine(), "kernel": platform.release(), "cores": os.cpu_count()}
         with open(args.json, "w") as out:
-            json.dump({"host": host, "baseline": args.baseline, "results": results}, out, indent=2)
+            json.dump({"host": host, "results": results}, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ packages=(
     acpica-tools    # iasl -d checks generated ACPI tables
     busybox-static  # guest user space
     tmux            # drives real terminals in the interactive tests
-    python3         # raw-syscall probes in the escape tests
+    python3         # raw-syscall probes in the escape tests; the benchmark script
+    time            # peak RSS in the benchmark
+    qemu-system-x86 # peer VMM in the benchmark (QEMU microvm)
     cpio lz4 zstd e2fsprogs
 )
 

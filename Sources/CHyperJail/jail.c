@@ -694,9 +694,9 @@ static void run_init(int go_fd, int result_fd, int helper_alive_fd) {
 
 static int helper_main(void) {
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("set non-dumpable");
-    read_config();
     // Nothing but the three standard streams and our three pipes survives into the sandbox tree.
     if (syscall(SYS_close_range, 6, ~0U, 0) != 0) die("close inherited descriptors");
+    read_config();
     fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC);
     fcntl(LIFELINE_FD, F_SETFD, FD_CLOEXEC);
     host_root = geteuid() == 0;
@@ -876,6 +876,9 @@ pid_t chyper_jail_fork(const int descriptors[], int count) {
     for (int i = 0; i < count; i++) {
         if (dup2(lifted[i], i) < 0) _exit(125);
     }
+    // Nothing else of the parent survives: its copy of the configuration pipe's write end, above all, would
+    // keep the helper waiting for the end of its configuration.
+    if (syscall(SYS_close_range, count, ~0U, 0) != 0) _exit(125);
     for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);

@@ -236,6 +236,25 @@ struct BinaryTests {
     }
 
     @Test(.enabled(if: ProcessBackend().probe().isAvailable, "needs user namespaces and seccomp"))
+    func extraInheritedDescriptorsNeitherHangNorLeak() throws {
+        // A caller's open descriptors 3 and 4 once left the helper holding its own configuration pipe open.
+        let script = "exec 3</dev/null 4</dev/null 7</etc/hostname; exec timeout 20 \(hyperctlBinary) run --backend process -- sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"'"
+        let result = try runBinary(["run", "--backend", "fake", "true"])  // warms the binary path
+        #expect(result.exitCode == 0)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "hyperctl hung or failed: \(process.terminationStatus)")
+        let descriptors = text.split(separator: " ").compactMap { Int($0) }
+        #expect(!descriptors.isEmpty && descriptors.allSatisfy { $0 <= 3 }, "descriptors inside: \(text)")
+    }
+
+    @Test(.enabled(if: ProcessBackend().probe().isAvailable, "needs user namespaces and seccomp"))
     func killingHyperctlTakesTheSandboxWithIt() throws {
         let marker = "53.\(Int.random(in: 100_000...999_999))"
         let process = Process()

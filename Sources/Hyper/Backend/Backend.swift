@@ -84,6 +84,8 @@ public struct ProbeResult: Equatable, Sendable {
 /// A raw VM boot request (`hyperctl boot`): a kernel and its console, without a sandbox around it.
 public struct BootRequest: Sendable {
     public var kernelPath: String
+    /// The kernel's bytes when they do not come from `kernelPath` (a built-in guest).
+    public var kernelImage: [UInt8]?
     public var initrdPath: String?
     public var commandLine: String
     public var memoryBytes: UInt64

@@ -10,7 +10,8 @@ public enum RawMachine {
     /// - Throws: `invalidArgument` for a bad image; `phaseFailed` for a triple fault or an accelerator failure,
     ///   naming the exit and the vCPU's RIP.
     public static func boot(_ request: BootRequest, on hypervisor: any Hypervisor) throws(HyperError) -> SandboxExit {
-        let image = try readImage(request.kernelPath, what: "kernel")
+        let image: [UInt8]
+        if let builtin = request.kernelImage { image = builtin } else { image = try readImage(request.kernelPath, what: "kernel") }
         let memory = try GuestMemory(size: request.memoryBytes)
         guard PVHLoader.isELF(image) else {
             if image.count > 0x206, Array(image[0x202..<0x206]) == Array("HdrS".utf8) {
