@@ -43,33 +43,31 @@ final class KVMVirtualMachine: VirtualMachine {
         let system = unsafe open(devicePath, O_RDWR | O_CLOEXEC)
         guard system >= 0 else { throw KVMError.systemCall(operation: "open \(devicePath)", errorNumber: errno) }
         systemDescriptor = system
+        var vm: Int32 = -1
         do throws(KVMError) {
             let version = try KVMSystem.ioctl(system, chyper_KVM_GET_API_VERSION(), value: 0, operation: "KVM_GET_API_VERSION")
             guard version == KVMProbe.requiredAPIVersion else { throw KVMError.unavailable("KVM API version \(version)") }
-            descriptor = try KVMSystem.ioctl(system, chyper_KVM_CREATE_VM(), value: 0, operation: "KVM_CREATE_VM")
-        } catch {
-            close(system)
-            throw error
-        }
-        do throws(KVMError) {
+            vm = try KVMSystem.ioctl(system, chyper_KVM_CREATE_VM(), value: 0, operation: "KVM_CREATE_VM")
             runAreaSize = Int(try KVMSystem.ioctl(system, chyper_KVM_GET_VCPU_MMAP_SIZE(), value: 0, operation: "KVM_GET_VCPU_MMAP_SIZE"))
-            _ = try KVMSystem.ioctl(descriptor, chyper_KVM_SET_TSS_ADDR(), value: KVMLayout.tssAddress, operation: "KVM_SET_TSS_ADDR")
-            var identityMap = KVMLayout.identityMapAddress
-            try KVMSystem.ioctl(descriptor, chyper_KVM_SET_IDENTITY_MAP_ADDR(), pointingTo: &identityMap, operation: "KVM_SET_IDENTITY_MAP_ADDR")
-            _ = try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_IRQCHIP(), value: 0, operation: "KVM_CREATE_IRQCHIP")
-            var pit = kvm_pit_config()
-            try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_PIT2(), pointingTo: &pit, operation: "KVM_CREATE_PIT2")
-            var region = kvm_userspace_memory_region()
-            region.slot = 0
-            region.guest_phys_addr = 0
-            region.memory_size = memory.size
-            region.userspace_addr = memory.hostAddress
-            try KVMSystem.ioctl(descriptor, chyper_KVM_SET_USER_MEMORY_REGION(), pointingTo: &region, operation: "KVM_SET_USER_MEMORY_REGION")
         } catch {
-            close(descriptor)
+            if vm >= 0 { close(vm) }
             close(system)
             throw error
         }
+        descriptor = vm
+        // Fully initialized from here: on a failure below, deinit closes both descriptors.
+        _ = try KVMSystem.ioctl(descriptor, chyper_KVM_SET_TSS_ADDR(), value: KVMLayout.tssAddress, operation: "KVM_SET_TSS_ADDR")
+        var identityMap = KVMLayout.identityMapAddress
+        try KVMSystem.ioctl(descriptor, chyper_KVM_SET_IDENTITY_MAP_ADDR(), pointingTo: &identityMap, operation: "KVM_SET_IDENTITY_MAP_ADDR")
+        _ = try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_IRQCHIP(), value: 0, operation: "KVM_CREATE_IRQCHIP")
+        var pit = kvm_pit_config()
+        try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_PIT2(), pointingTo: &pit, operation: "KVM_CREATE_PIT2")
+        var region = kvm_userspace_memory_region()
+        region.slot = 0
+        region.guest_phys_addr = 0
+        region.memory_size = memory.size
+        region.userspace_addr = memory.hostAddress
+        try KVMSystem.ioctl(descriptor, chyper_KVM_SET_USER_MEMORY_REGION(), pointingTo: &region, operation: "KVM_SET_USER_MEMORY_REGION")
     }
 
     deinit {

@@ -30,13 +30,10 @@ final class KVMVirtualCPU: VirtualCPU {
             throw KVMError.systemCall(operation: "mmap the vCPU run area", errorNumber: number)
         }
         runAreaAddress = address
-        // CPUID comes before any register or MSR that depends on it.
+        // CPUID comes before any register or MSR that depends on it. (Fully initialized here: on failure,
+        // deinit unmaps the run area and closes the descriptor.)
         guard chyper_configure_cpuid(machine.systemDescriptor, descriptor, UInt32(index)) == 0 else {
-            let number = errno
-            // SAFETY: unmapping the area mapped above, which nothing else references yet.
-            _ = unsafe munmap(area, runAreaSize)
-            close(descriptor)
-            throw KVMError.systemCall(operation: "KVM_SET_CPUID2", errorNumber: number)
+            throw KVMError.systemCall(operation: "KVM_SET_CPUID2", errorNumber: errno)
         }
     }
 
