@@ -28,9 +28,10 @@ public struct ProcessBackend: Backend {
     }
 
     /// Features enforced here: limits only where a cgroup controller or an rlimit can hold them.
-    public var capabilities: Set<SandboxFeature> {
+    public var capabilities: Set<SandboxFeature> { Self.capabilities(for: gatherFacts()) }
+
+    static func capabilities(for facts: ProcessHostFacts) -> Set<SandboxFeature> {
         var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty, .customRoot]
-        let facts = gatherFacts()
         if facts.isRoot, facts.limitControllers.contains("cpu"), facts.cgroupLayout != .absent { features.insert(.cpuLimit) }
         return features
     }
@@ -39,12 +40,13 @@ public struct ProcessBackend: Backend {
     }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
-        let result = probe()
+        let facts = gatherFacts()  // Once per launch: the probe, the capabilities and the plan share it.
+        let result = ProcessProbe.evaluate(facts)
         guard result.isAvailable else { throw ProcessError.unavailable(result.reason).hyperError }
-        try checkSupport(spec, options: options)
+        try checkSupport(spec, options: options, capabilities: Self.capabilities(for: facts))
         #if os(Linux)
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
-        let config = JailPlanner().plan(spec, facts: gatherFacts(), sandboxName: name)
+        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name)
         do {
             return try start(config, streams: options.streams)
         } catch {

@@ -131,8 +131,6 @@ struct RunCommandTests {
 
 @Suite("Backend selection")
 struct BackendSelectionTests {
-    static let pvmHost = KVMHostFacts.gather  // unused reference keeps the real gatherer linked
-
     func registry(kvm: @escaping @Sendable () -> KVMHostFacts, processAvailable: Bool) -> BackendRegistry {
         BackendRegistry([
             KVMBackend(facts: kvm),

@@ -134,6 +134,12 @@ extension Backend {
 
     /// Throws `unsupportedFeature` naming every feature that the spec or options need and this backend does not enforce.
     public func checkSupport(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) {
+        try checkSupport(spec, options: options, capabilities: capabilities)
+    }
+
+    /// The same check against capabilities the caller already computed (for backends whose capabilities
+    /// depend on host facts).
+    public func checkSupport(_ spec: SandboxSpec, options: LaunchOptions, capabilities: Set<SandboxFeature>) throws(HyperError) {
         var required = spec.requiredFeatures
         if !options.faults.isEmpty { required.insert(.faultInjection) }
         let missing = required.subtracting(capabilities).sorted()
