@@ -36,8 +36,7 @@ public struct ProcessBackend: Backend {
         return features
     }
 
-    public func probe() -> ProbeResult { ProcessProbe.evaluate(gatherFacts())
-    }
+    public func probe() -> ProbeResult { ProcessProbe.evaluate(gatherFacts()) }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
         let facts = gatherFacts()  // Once per launch: the probe, the capabilities and the plan share it.
