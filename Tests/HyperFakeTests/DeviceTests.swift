@@ -4,9 +4,9 @@ import Testing
 @testable import HyperFake
 
 /// Boots the built-in tiny guest's image on the scripted accelerator; returns the outcome, console text and recording.
-func bootScripted(_ script: [ScriptedHypervisor.Step]) throws -> (Result<SandboxExit, HyperError>, String, ScriptedHypervisor.Recording) {
+func bootScripted(_ script: [ScriptedHypervisor.Step], longMode: Bool = false) throws -> (Result<SandboxExit, HyperError>, String, ScriptedHypervisor.Recording) {
     let path = NSTemporaryDirectory() + "hyperctl-scripted-\(UUID().uuidString).elf"
-    try Data(TinyGuest.serialHelloImage()).write(to: URL(fileURLWithPath: path))
+    try Data(TinyGuest.serialHelloImage(longMode: longMode)).write(to: URL(fileURLWithPath: path))
     defer { try? FileManager.default.removeItem(atPath: path) }
     let console = Pipe()
     var request = BootRequest(kernelPath: path, memoryBytes: 16 << 20)
@@ -89,6 +89,24 @@ struct DeviceTests {
         #expect(special.cs.selector == BootLayout.codeSelector32 && special.cs.defaultSize32 && !special.cs.long)
         #expect(special.ss.selector == BootLayout.dataSelector)
         #expect(special.gdt.base == BootLayout.gdtAddress)
+    }
+
+    @Test func longModeEntryStateAndPageTables() throws {
+        let (_, _, recording) = try bootScripted([], longMode: true)
+        let registers = try #require(recording.registers)
+        let special = try #require(recording.specialRegisters)
+        #expect(registers.rip == UInt64(TinyGuest.loadAddress) && registers.rsp == BootLayout.stackTop)
+        #expect(special.cs.long && special.cs.selector == BootLayout.codeSelector64)
+        #expect(special.cr3 == BootLayout.pml4Address && special.cr4 & 0x20 != 0)
+        #expect(special.cr0 & 0x8000_0001 == 0x8000_0001 && special.efer == 0x500)
+    }
+
+    @Test func identityPageTablesMapTheFirstGigabyte() throws {
+        let memory = try GuestMemory(size: 1 << 20)
+        try BootLayout.writeIdentityPageTables(into: memory)
+        #expect(try memory.read(UInt64.self, at: BootLayout.pml4Address) == BootLayout.pdptAddress | 3)
+        #expect(try memory.read(UInt64.self, at: BootLayout.pdptAddress) == BootLayout.pageDirectoryAddress | 3)
+        #expect(try memory.read(UInt64.self, at: BootLayout.pageDirectoryAddress + 511 * 8) == (511 << 21) | 0x83)
     }
 
     @Test(arguments: [

@@ -39,6 +39,12 @@ struct RawBootTests {
         #expect(console == "hello from a PVH guest\n")
     }
 
+    @Test func longModeGuestRunsWithTheLinuxEntryState() throws {
+        let (result, console) = try bootOnKVM(TinyGuest.serialHelloImage(message: "hello from long mode\n", longMode: true))
+        #expect(try result.get() == .exited(0))
+        #expect(console == "hello from long mode\n")
+    }
+
     @Test func guestThatSpinsForeverTimesOut() throws {
         // A PVH guest whose entry is `jmp $` (EB FE): it never exits on its own.
         var image = TinyGuest.serialHelloImage()
@@ -74,7 +80,7 @@ struct PVHLoaderTests {
     @Test func tinyGuestLoadsAtOneMegabyte() throws {
         let memory = try GuestMemory(size: 4 << 20)
         let kernel = try PVHLoader.load(TinyGuest.serialHelloImage(), into: memory)
-        #expect(kernel.entry == 0x10_0000)
+        #expect(kernel.entry == .pvh(0x10_0000))
         #expect(try memory.read(4, at: 0x10_0000) == [0x66, 0xBA, 0xF8, 0x03])
         let info = try PVHLoader.writeStartInfo(into: memory, commandLine: "console=ttyS0", initrd: nil)
         #expect(try memory.read(UInt32.self, at: info) == PVHLoader.startInfoMagic)
@@ -97,7 +103,7 @@ struct PVHLoaderTests {
         wrongMachine[18] = 40  // ARM
         let cases: [([UInt8], String)] = [
             (Array(good.prefix(20)), "no ELF header"), (truncated, "truncated"), (lowLoad, "below 1 MiB"),
-            (huge, "does not fit"), (noNote, "no Xen PVH entry note"), (wrongMachine, "is not x86"),
+            (huge, "does not fit"), (noNote, "without a Xen PVH entry note"), (wrongMachine, "is not x86"),
         ]
         for (image, reason) in cases {
             do {

@@ -36,10 +36,19 @@ public enum RawMachine {
 
         let machine = try hypervisor.makeVirtualMachine(memory: memory)
         let vcpu = try machine.makeVCPU(index: 0)
-        try vcpu.setSpecialRegisters(BootLayout.protectedModeRegisters())
         var registers = X86Registers()
-        registers.rip = UInt64(kernel.entry)
-        registers.rbx = startInfo
+        switch kernel.entry {
+        case let .pvh(entry):
+            try vcpu.setSpecialRegisters(BootLayout.protectedModeRegisters())
+            registers.rip = UInt64(entry)
+            registers.rbx = startInfo
+        case let .long(entry):
+            try BootLayout.writeIdentityPageTables(into: memory)
+            try vcpu.setSpecialRegisters(BootLayout.longModeRegisters())
+            registers.rip = entry
+            registers.rsp = BootLayout.stackTop
+            registers.rbp = BootLayout.stackTop
+        }
         try vcpu.setRegisters(registers)
 
         let bus = MachineBus()

@@ -12,6 +12,10 @@ public enum BootLayout {
     public static let memoryMapAddress: UInt64 = 0x7000
     /// Boot stack top.
     public static let stackTop: UInt64 = 0x8FF0
+    /// Identity page tables for a long-mode entry: PML4, PDPT and one page directory of 2 MiB pages (1 GiB).
+    public static let pml4Address: UInt64 = 0x9000
+    public static let pdptAddress: UInt64 = 0xA000
+    public static let pageDirectoryAddress: UInt64 = 0xB000
     /// The kernel command line, NUL-terminated.
     public static let commandLineAddress: UInt64 = 0x20000
     /// The command line's maximum size, NUL included.
@@ -47,6 +51,27 @@ public enum BootLayout {
             try memory.write(entry, at: gdtAddress + UInt64(index * 8))
         }
         try memory.write(UInt64(0), at: idtAddress)
+    }
+
+    /// Writes page tables that identity-map the first GiB with 2 MiB pages.
+    public static func writeIdentityPageTables(into memory: GuestMemory) throws(HyperError) {
+        let presentWritable: UInt64 = 0x3, largePage: UInt64 = 0x80
+        try memory.write(pdptAddress | presentWritable, at: pml4Address)
+        try memory.write(pageDirectoryAddress | presentWritable, at: pdptAddress)
+        for index in 0..<UInt64(512) {
+            try memory.write((index << 21) | presentWritable | largePage, at: pageDirectoryAddress + index * 8)
+        }
+    }
+
+    /// Segment and control registers for a 64-bit entry: long mode, paging through the identity tables.
+    public static func longModeRegisters() -> X86SpecialRegisters {
+        var registers = protectedModeRegisters()
+        registers.cs = .flat(selector: codeSelector64, type: 0xB, long: true)
+        registers.cr3 = pml4Address
+        registers.cr4 = 0x20                 // PAE
+        registers.cr0 = 0x8000_0011          // PG | ET | PE
+        registers.efer = 0x500               // LME | LMA
+        return registers
     }
 
     /// Segment and control registers for a 32-bit protected-mode entry with flat segments (PVH).

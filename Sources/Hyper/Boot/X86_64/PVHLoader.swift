@@ -1,4 +1,6 @@
-/// Loads an ELF kernel that carries the Xen PVH entry note, and writes the `hvm_start_info` it boots with.
+/// Loads an ELF kernel and writes the `hvm_start_info` a PVH kernel boots with. An image with the Xen PVH
+/// entry note enters in 32-bit protected mode at that entry; a 64-bit image without it enters in long mode at
+/// its ELF entry point.
 ///
 /// The image is untrusted input: every header field, offset and size is checked against the file and the
 /// guest memory before anything is copied.
@@ -10,8 +12,15 @@ public enum PVHLoader {
 
     /// What loading produced.
     public struct LoadedKernel: Equatable, Sendable {
-        /// The 32-bit physical entry point.
-        public var entry: UInt32
+        /// How the kernel is entered.
+        public enum Entry: Equatable, Sendable {
+            /// 32-bit protected mode at this physical address, `rbx` pointing at `hvm_start_info`.
+            case pvh(UInt32)
+            /// 64-bit long mode at this address, with identity-mapped page tables.
+            case long(UInt64)
+        }
+
+        public var entry: Entry
         /// The first byte past the highest loaded segment.
         public var end: UInt64
     }
@@ -63,9 +72,14 @@ public enum PVHLoader {
                 break
             }
         }
-        guard let entry else { throw bad("no Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)") }
         guard end > 0 else { throw bad("no loadable segment") }
-        return LoadedKernel(entry: entry, end: end)
+        if let entry { return LoadedKernel(entry: .pvh(entry), end: end) }
+        guard is64 else { throw bad("a 32-bit image without a Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)") }
+        let elfEntry = try reader.u64(24)
+        guard elfEntry >= BootLayout.highMemoryStart, elfEntry < end else {
+            throw bad("entry point 0x\(String(elfEntry, radix: 16)) lies outside the loaded segments")
+        }
+        return LoadedKernel(entry: .long(elfEntry), end: end)
     }
 
     static func findEntryNote(_ reader: ByteReader, offset: UInt64, size: UInt64) throws(HyperError) -> UInt32? {
