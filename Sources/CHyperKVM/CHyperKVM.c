@@ -66,4 +66,64 @@ int chyper_configure_cpuid(int kvm_fd, int vcpu_fd, unsigned apic_id) {
     errno = saved;
     return result;
 }
+
+static const struct { unsigned index; unsigned long long value; } boot_msrs[] = {
+    {0x174, 0}, {0x175, 0}, {0x176, 0},                    // IA32_SYSENTER_CS, _ESP, _EIP
+    {0xC0000081, 0}, {0xC0000082, 0}, {0xC0000083, 0},     // STAR, LSTAR, CSTAR
+    {0xC0000084, 0}, {0xC0000102, 0},                      // SYSCALL_MASK, KERNEL_GS_BASE
+    {0x10, 0},                                             // IA32_TSC
+    {0x1A0, 1},                                            // IA32_MISC_ENABLE: fast strings
+    {0x2FF, 0x806},                                        // MTRRdefType: enabled, write-back default
+};
+
+int chyper_boot_msr_count(void) { return (int)(sizeof boot_msrs / sizeof *boot_msrs); }
+
+int chyper_set_boot_msrs(int vcpu_fd) {
+    int count = chyper_boot_msr_count();
+    struct kvm_msrs *msrs = calloc(1, sizeof *msrs + count * sizeof(struct kvm_msr_entry));
+    if (!msrs) return -1;
+    msrs->nmsrs = (unsigned)count;
+    for (int i = 0; i < count; i++) {
+        msrs->entries[i].index = boot_msrs[i].index;
+        msrs->entries[i].data = boot_msrs[i].value;
+    }
+    int result = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
+    int saved = errno;
+    free(msrs);
+    errno = saved;
+    return result;
+}
+
+int chyper_get_msr(int vcpu_fd, unsigned index, unsigned long long *value) {
+    struct kvm_msrs *request = calloc(1, sizeof *request + sizeof(struct kvm_msr_entry));
+    if (!request) return -1;
+    request->nmsrs = 1;
+    request->entries[0].index = index;
+    int result = ioctl(vcpu_fd, KVM_GET_MSRS, request);
+    if (result == 1) *value = request->entries[0].data;
+    int saved = errno;
+    free(request);
+    errno = saved;
+    return result == 1 ? 0 : -1;
+}
+
+int chyper_configure_lint(int vcpu_fd) {
+    struct kvm_lapic_state lapic;
+    if (ioctl(vcpu_fd, KVM_GET_LAPIC, &lapic) != 0) return -1;
+    unsigned lvt0, lvt1;
+    memcpy(&lvt0, lapic.regs + 0x350, 4);
+    memcpy(&lvt1, lapic.regs + 0x360, 4);
+    lvt0 = (lvt0 & ~0x700u) | (7u << 8);  // Delivery mode ExtINT.
+    lvt1 = (lvt1 & ~0x700u) | (4u << 8);  // Delivery mode NMI.
+    memcpy(lapic.regs + 0x350, &lvt0, 4);
+    memcpy(lapic.regs + 0x360, &lvt1, 4);
+    return ioctl(vcpu_fd, KVM_SET_LAPIC, &lapic);
+}
+
+int chyper_read_lapic_register(int vcpu_fd, unsigned offset, unsigned *value) {
+    struct kvm_lapic_state lapic;
+    if (offset > sizeof lapic.regs - 4 || ioctl(vcpu_fd, KVM_GET_LAPIC, &lapic) != 0) { errno = EINVAL; return -1; }
+    memcpy(value, lapic.regs + offset, 4);
+    return 0;
+}
 #endif

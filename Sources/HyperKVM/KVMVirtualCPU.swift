@@ -35,6 +35,15 @@ final class KVMVirtualCPU: VirtualCPU {
         guard chyper_configure_cpuid(machine.systemDescriptor, descriptor, UInt32(index)) == 0 else {
             throw KVMError.systemCall(operation: "KVM_SET_CPUID2", errorNumber: errno)
         }
+        // Then the MSRs that depend on it, and the local APIC's LINT0/LINT1 routing.
+        let accepted = chyper_set_boot_msrs(descriptor)
+        guard accepted == chyper_boot_msr_count() else {
+            throw KVMError.systemCall(operation: "KVM_SET_MSRS (accepted \(max(accepted, 0)) of \(chyper_boot_msr_count()))",
+                                      errorNumber: accepted < 0 ? errno : EINVAL)
+        }
+        guard chyper_configure_lint(descriptor) == 0 else {
+            throw KVMError.systemCall(operation: "KVM_SET_LAPIC", errorNumber: errno)
+        }
     }
 
     deinit {
@@ -123,6 +132,26 @@ final class KVMVirtualCPU: VirtualCPU {
 
     private func wrap(_ body: () throws(KVMError) -> Void) throws(HyperError) {
         do { try body() } catch { throw error.hyperError }
+    }
+
+    /// Reads one MSR (for tests and, later, snapshots).
+    func modelSpecificRegister(_ index: UInt32) throws(HyperError) -> UInt64 {
+        var value: UInt64 = 0
+        // SAFETY: `value` is a local the shim writes eight bytes into.
+        guard unsafe chyper_get_msr(descriptor, index, &value) == 0 else {
+            throw KVMError.systemCall(operation: "KVM_GET_MSRS", errorNumber: errno).hyperError
+        }
+        return value
+    }
+
+    /// Reads a 32-bit local APIC register.
+    func localAPICRegister(_ offset: UInt32) throws(HyperError) -> UInt32 {
+        var value: UInt32 = 0
+        // SAFETY: `value` is a local the shim writes four bytes into.
+        guard unsafe chyper_read_lapic_register(descriptor, offset, &value) == 0 else {
+            throw KVMError.systemCall(operation: "KVM_GET_LAPIC", errorNumber: errno).hyperError
+        }
+        return value
     }
 
     private var currentRIP: UInt64 { (try? registers().rip) ?? 0 }

@@ -45,6 +45,15 @@ struct RawBootTests {
         #expect(console == "hello from long mode\n")
     }
 
+    @Test func newVCPUsGetBootMSRsAndLINTRouting() throws {
+        let machine = try KVMHypervisor().makeVirtualMachine(memory: GuestMemory(size: 16 << 20))
+        let vcpu = try #require(try machine.makeVCPU(index: 0) as? KVMVirtualCPU)
+        #expect(try vcpu.modelSpecificRegister(0x2FF) == 0x806, "MTRRdefType")
+        #expect(try vcpu.modelSpecificRegister(0x1A0) & 1 == 1, "IA32_MISC_ENABLE fast strings")
+        #expect((try vcpu.localAPICRegister(0x350) >> 8) & 7 == 7, "LINT0 delivers ExtINT")
+        #expect((try vcpu.localAPICRegister(0x360) >> 8) & 7 == 4, "LINT1 delivers NMI")
+    }
+
     @Test func guestThatSpinsForeverTimesOut() throws {
         // A PVH guest whose entry is `jmp $` (EB FE): it never exits on its own.
         var image = TinyGuest.serialHelloImage()

@@ -72,5 +72,19 @@ void chyper_wakeup_disarm(chyper_wakeup *wakeup);
 /// Returns 0, or -1 with errno.
 int chyper_configure_cpuid(int kvm_fd, int vcpu_fd, unsigned apic_id);
 
+/// Sets the MSRs a booting kernel expects (SYSENTER/SYSCALL MSRs and TSC zeroed, fast strings on, MTRRs on
+/// with write-back default). Returns how many KVM accepted, or -1 with errno.
+int chyper_set_boot_msrs(int vcpu_fd);
+/// The number of MSRs `chyper_set_boot_msrs` sets.
+int chyper_boot_msr_count(void);
+/// Reads one MSR into `value`. Returns 0, or -1 with errno.
+int chyper_get_msr(int vcpu_fd, unsigned index, unsigned long long *value);
+
+/// Routes the local APIC's LINT0 to ExtINT (the PIC) and LINT1 to NMI, as a PC's firmware would.
+/// Returns 0, or -1 with errno.
+int chyper_configure_lint(int vcpu_fd);
+/// Reads a 32-bit local APIC register at `offset`. Returns 0, or -1 with errno.
+int chyper_read_lapic_register(int vcpu_fd, unsigned offset, unsigned *value);
+
 #endif // __linux__
 #endif // CHYPERKVM_H
