@@ -54,6 +54,12 @@ struct RawBootTests {
         #expect((try vcpu.localAPICRegister(0x360) >> 8) & 7 == 4, "LINT1 delivers NMI")
     }
 
+    @Test func bzImageBootsThroughThe64BitBootProtocol() throws {
+        let (result, console) = try bootOnKVM(TinyGuest.serialHelloBzImage(message: "hello from a bzImage\n"))
+        #expect(try result.get() == .exited(0))
+        #expect(console == "hello from a bzImage\n")
+    }
+
     @Test func guestThatSpinsForeverTimesOut() throws {
         // A PVH guest whose entry is `jmp $` (EB FE): it never exits on its own.
         var image = TinyGuest.serialHelloImage()
@@ -118,6 +124,48 @@ struct PVHLoaderTests {
             do {
                 _ = try PVHLoader.load(image, into: memory)
                 Issue.record("accepted an image with \(reason)")
+            } catch {
+                #expect(error.message.contains(reason), "\(error.message)")
+            }
+        }
+    }
+
+    @Test func bzImageLoadsAndTheZeroPageCarriesTheHeader() throws {
+        let memory = try GuestMemory(size: 8 << 20)
+        let image = TinyGuest.serialHelloBzImage()
+        let kernel = try LinuxLoader.load(image, into: memory)
+        #expect(kernel.entry == 0x10_0200 && kernel.protocolVersion == 0x020F)
+        #expect(try memory.read(4, at: 0x10_0200) == [0x66, 0xBA, 0xF8, 0x03])
+        let page = try LinuxLoader.writeZeroPage(image: image, into: memory, commandLine: "console=ttyS0", initrd: (0x70_0000, 4096))
+        #expect(try memory.read(4, at: page + 0x202) == Array("HdrS".utf8))
+        #expect(try memory.read(UInt8.self, at: page + 0x210) == 0xFF)
+        #expect(try memory.read(UInt32.self, at: page + 0x228) == UInt32(BootLayout.commandLineAddress))
+        #expect(try memory.read(UInt32.self, at: page + 0x218) == 0x70_0000)
+        #expect(try memory.read(UInt8.self, at: page + 0x1E8) == 3)
+        #expect(try memory.read(UInt64.self, at: page + 0x2D0 + 40) == BootLayout.highMemoryStart)
+        #expect(try memory.read(14, at: BootLayout.commandLineAddress) == Array("console=ttyS0\0".utf8))
+    }
+
+    @Test func hostileBzImagesAreRefusedWithAReason() throws {
+        let memory = try GuestMemory(size: 4 << 20)
+        let good = TinyGuest.serialHelloBzImage()
+        func patched(_ offset: Int, _ bytes: [UInt8]) -> [UInt8] {
+            var image = good
+            image.replaceSubrange(offset..<offset + bytes.count, with: bytes)
+            return image
+        }
+        let cases: [([UInt8], String)] = [
+            (patched(0x1FE, [0, 0]), "boot flag"),
+            (patched(0x206, [0x0A, 0x02]), "older than 2.12"),
+            (patched(0x236, [0, 0]), "XLF_KERNEL_64"),
+            (patched(0x211, [0]), "LOADED_HIGH"),
+            (patched(0x1F1, [200]), "cover the whole file"),
+            (patched(0x260, [0, 0, 0, 0x10]), "guest memory is"),  // init_size 256 MiB
+        ]
+        for (image, reason) in cases {
+            do {
+                _ = try LinuxLoader.load(image, into: memory)
+                Issue.record("accepted a bzImage with \(reason)")
             } catch {
                 #expect(error.message.contains(reason), "\(error.message)")
             }

@@ -13,39 +13,50 @@ public enum RawMachine {
         let image: [UInt8]
         if let builtin = request.kernelImage { image = builtin } else { image = try readImage(request.kernelPath, what: "kernel") }
         let memory = try GuestMemory(size: request.memoryBytes)
-        guard PVHLoader.isELF(image) else {
-            if image.count > 0x206, Array(image[0x202..<0x206]) == Array("HdrS".utf8) {
-                throw HyperError(.notImplemented, "kernel: bzImage boot is not implemented yet; boot the kernel's PVH vmlinux (ELF) instead")
-            }
+        let entry: PVHLoader.LoadedKernel.Entry
+        let kernelEnd: UInt64
+        let isBzImage = LinuxLoader.isBzImage(image)
+        if isBzImage {
+            let kernel = try LinuxLoader.load(image, into: memory)
+            entry = .long(kernel.entry)
+            kernelEnd = kernel.end
+        } else if PVHLoader.isELF(image) {
+            let kernel = try PVHLoader.load(image, into: memory)
+            entry = kernel.entry
+            kernelEnd = kernel.end
+        } else {
             throw HyperError(.invalidArgument, "kernel: \(request.kernelPath) is neither an ELF (PVH) image nor a bzImage")
         }
-        let kernel = try PVHLoader.load(image, into: memory)
         var initrd: (address: UInt64, size: UInt64)?
         if let path = request.initrdPath {
             let bytes = try readImage(path, what: "initrd")
             let size = UInt64(bytes.count)
-            guard size < memory.size, (memory.size - size) & ~0xFFF > (kernel.end + 0xFFF) & ~0xFFF else {
+            guard size < memory.size, (memory.size - size) & ~0xFFF > (kernelEnd + 0xFFF) & ~0xFFF else {
                 throw HyperError(.invalidArgument, "initrd: \(Units.formatSize(size)) does not fit above the kernel in \(Units.formatSize(memory.size)) of memory")
             }
             let address = (memory.size - size) & ~0xFFF
             try memory.write(bytes, at: address)
             initrd = (address, size)
         }
-        let startInfo = try PVHLoader.writeStartInfo(into: memory, commandLine: request.commandLine, initrd: initrd)
+        // A bzImage reads the zero page (rsi); a PVH kernel reads hvm_start_info (rbx).
+        let bootData = isBzImage
+            ? try LinuxLoader.writeZeroPage(image: image, into: memory, commandLine: request.commandLine, initrd: initrd)
+            : try PVHLoader.writeStartInfo(into: memory, commandLine: request.commandLine, initrd: initrd)
         try BootLayout.writeDescriptorTables(into: memory)
 
         let machine = try hypervisor.makeVirtualMachine(memory: memory)
         let vcpu = try machine.makeVCPU(index: 0)
         var registers = X86Registers()
-        switch kernel.entry {
-        case let .pvh(entry):
+        switch entry {
+        case let .pvh(address):
             try vcpu.setSpecialRegisters(BootLayout.protectedModeRegisters())
-            registers.rip = UInt64(entry)
-            registers.rbx = startInfo
-        case let .long(entry):
+            registers.rip = UInt64(address)
+            registers.rbx = bootData
+        case let .long(address):
             try BootLayout.writeIdentityPageTables(into: memory)
             try vcpu.setSpecialRegisters(BootLayout.longModeRegisters())
-            registers.rip = entry
+            registers.rip = address
+            registers.rsi = bootData
             registers.rsp = BootLayout.stackTop
             registers.rbp = BootLayout.stackTop
         }

@@ -10,21 +10,10 @@ public enum TinyGuest {
     /// note, entered with identity paging).
     public static func serialHelloImage(message: String = "hello from the guest\n", longMode: Bool = false) -> [UInt8] {
         let text = Array(message.utf8) + [0]
-        // Code, assembled by hand (32-bit protected mode, flat segments):
-        var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03]          // mov dx, 0x3f8
-        let messageAddressPatch = code.count + 1
-        code += [0xBE, 0, 0, 0, 0]                             // mov esi, message
-        code += [0xAC,                                          // next: lodsb
-                 0x84, 0xC0,                                    // test al, al
-                 0x74, 0x03,                                    // jz done
-                 0xEE,                                          // out dx, al
-                 0xEB, 0xF8]                                    // jmp next
-        code += [0xB0, 0xFE,                                    // done: mov al, 0xfe
-                 0xE6, 0x64,                                    // out 0x64, al   (i8042: pulse reset)
-                 0xF4,                                          // hlt
-                 0xEB, 0xFD]                                    // jmp hlt
+        // The code is assembled by hand; the same bytes run in 32-bit protected mode and in long mode.
+        var code = helloCode()
         let messageAddress = loadAddress + UInt32(code.count)
-        for index in 0..<4 { code[messageAddressPatch + index] = UInt8(truncatingIfNeeded: messageAddress >> UInt32(index * 8)) }
+        for index in 0..<4 { code[messageAddressOffset + index] = UInt8(truncatingIfNeeded: messageAddress >> UInt32(index * 8)) }
         let payload = code + text
         if longMode { return elf64(payload: payload) }
 
@@ -46,6 +35,39 @@ public enum TinyGuest {
         image += le32(4) + le32(UInt32(noteOffset)) + le32(0) + le32(0) + le32(UInt32(note.count)) + le32(UInt32(note.count)) + le32(4) + le32(4)
         return image + note + payload
     }
+
+    /// Returns a bzImage (boot protocol 2.15, 64-bit entry) whose protected-mode part prints `message` and
+    /// resets. It exercises the Linux loader and the 64-bit boot-protocol entry the way a real kernel would.
+    public static func serialHelloBzImage(message: String = "hello from the guest\n") -> [UInt8] {
+        let text = Array(message.utf8) + [0]
+        var code = helloCode()
+        let messageAddress = loadAddress + 0x200 + UInt32(code.count)
+        for index in 0..<4 { code[messageAddressOffset + index] = UInt8(truncatingIfNeeded: messageAddress >> UInt32(index * 8)) }
+        let protectedMode = [UInt8](repeating: 0xF4, count: 0x200) + code + text  // 64-bit entry at +0x200
+        var setup = [UInt8](repeating: 0, count: 1024)                            // boot sector + 1 setup sector
+        setup[0x1F1] = 1                                                            // setup_sects
+        setup[0x1FE] = 0x55; setup[0x1FF] = 0xAA                                    // boot_flag
+        setup[0x200] = 0xEB; setup[0x201] = 0x62                                    // jump over the header (its length)
+        setup.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        setup.replaceSubrange(0x206..<0x208, with: le16(0x020F))                    // protocol 2.15
+        setup[0x211] = 0x01                                                         // LOADED_HIGH
+        setup.replaceSubrange(0x214..<0x218, with: le32(loadAddress))              // code32_start
+        setup.replaceSubrange(0x236..<0x238, with: le16(0x0001))                    // XLF_KERNEL_64
+        setup.replaceSubrange(0x238..<0x23C, with: le32(2047))                      // cmdline_size
+        setup.replaceSubrange(0x260..<0x264, with: le32(UInt32(protectedMode.count)))  // init_size
+        return setup + protectedMode
+    }
+
+    /// The print-and-reset code; its `mov esi, imm32` operand is at `messageAddressOffset`.
+    static func helloCode() -> [UInt8] {
+        [0x66, 0xBA, 0xF8, 0x03,             // mov dx, 0x3f8
+         0xBE, 0, 0, 0, 0,                   // mov esi, message
+         0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8,  // next: lodsb; test al,al; jz done; out dx,al; jmp next
+         0xB0, 0xFE, 0xE6, 0x64,             // done: mov al, 0xfe; out 0x64, al
+         0xF4, 0xEB, 0xFD]                   // hlt; jmp hlt
+    }
+
+    static let messageAddressOffset = 5
 
     /// An ELF64 with one PT_LOAD at `loadAddress` and no notes.
     static func elf64(payload: [UInt8]) -> [UInt8] {
