@@ -38,10 +38,11 @@ public enum RawMachine {
             try memory.write(bytes, at: address)
             initrd = (address, size)
         }
-        // A bzImage reads the zero page (rsi); a PVH kernel reads hvm_start_info (rbx).
+        // A bzImage reads the zero page (rsi); a PVH kernel reads hvm_start_info (rbx). Both point at the RSDP.
+        let rsdp = try ACPITables.write(into: memory, vcpus: request.cpus, virtioDevices: [])
         let bootData = isBzImage
-            ? try LinuxLoader.writeZeroPage(image: image, into: memory, commandLine: request.commandLine, initrd: initrd)
-            : try PVHLoader.writeStartInfo(into: memory, commandLine: request.commandLine, initrd: initrd)
+            ? try LinuxLoader.writeZeroPage(image: image, into: memory, commandLine: request.commandLine, initrd: initrd, rsdp: rsdp)
+            : try PVHLoader.writeStartInfo(into: memory, commandLine: request.commandLine, initrd: initrd, rsdp: rsdp)
         try BootLayout.writeDescriptorTables(into: memory)
 
         let machine = try hypervisor.makeVirtualMachine(memory: memory)

@@ -52,7 +52,7 @@ public enum LinuxLoader {
 
     /// Builds the zero page from the image's own setup header, and returns its address.
     public static func writeZeroPage(image: [UInt8], into memory: GuestMemory, commandLine: String,
-                                     initrd: (address: UInt64, size: UInt64)?) throws(HyperError) -> UInt64 {
+                                     initrd: (address: UInt64, size: UInt64)?, rsdp: UInt64 = 0) throws(HyperError) -> UInt64 {
         let page = zeroPageAddress
         try memory.zero(4096, at: page)
         // The setup header runs from 0x1F1 to 0x202 + the byte at 0x201 (its own length field).
@@ -77,6 +77,7 @@ public enum LinuxLoader {
             try memory.write(region.2, at: entry + 16)
         }
         try memory.write(UInt8(regions.count), at: page + 0x1E8)
+        try memory.write(rsdp, at: page + 0x070)  // acpi_rsdp_addr (protocol 2.14+)
         return page
     }
 

@@ -103,7 +103,8 @@ public enum PVHLoader {
     }
 
     /// Writes the command line, the memory map, the initrd module and `hvm_start_info`; returns its address.
-    public static func writeStartInfo(into memory: GuestMemory, commandLine: String, initrd: (address: UInt64, size: UInt64)?) throws(HyperError) -> UInt64 {
+    public static func writeStartInfo(into memory: GuestMemory, commandLine: String, initrd: (address: UInt64, size: UInt64)?,
+                                      rsdp: UInt64 = 0) throws(HyperError) -> UInt64 {
         var line = Array(commandLine.utf8)
         guard line.count < BootLayout.commandLineCapacity, !line.contains(0) else {
             throw HyperError(.invalidArgument, "cmdline: longer than \(BootLayout.commandLineCapacity - 1) bytes or contains NUL")
@@ -131,7 +132,7 @@ public enum PVHLoader {
         try memory.write(UInt32(initrd == nil ? 0 : 1), at: info + 12)
         try memory.write(initrd == nil ? UInt64(0) : BootLayout.moduleListAddress, at: info + 16)
         try memory.write(BootLayout.commandLineAddress, at: info + 24)
-        try memory.write(UInt64(0), at: info + 32)  // rsdp: ACPI tables come later
+        try memory.write(rsdp, at: info + 32)
         try memory.write(BootLayout.memoryMapAddress, at: info + 40)
         try memory.write(UInt32(regions.count), at: info + 48)
         try memory.write(UInt32(0), at: info + 52)
