@@ -14,7 +14,8 @@ func temporaryFile(_ bytes: [UInt8], name: String = "guest.elf") throws -> Strin
 }
 
 /// Boots `kernel` on real KVM with the console on a pipe; returns the exit and the console text.
-func bootOnKVM(_ kernel: [UInt8], timeout: Duration = .seconds(20)) throws -> (Result<SandboxExit, HyperError>, String) {
+func bootOnKVM(_ kernel: [UInt8], timeout: Duration = .seconds(20),
+               devices: [(base: UInt64, length: UInt64, device: any BusDevice)] = []) throws -> (Result<SandboxExit, HyperError>, String) {
     let path = try temporaryFile(kernel)
     defer { try? FileManager.default.removeItem(atPath: path) }
     let console = Pipe()
@@ -22,7 +23,7 @@ func bootOnKVM(_ kernel: [UInt8], timeout: Duration = .seconds(20)) throws -> (R
     request.consoleOutput = console.fileHandleForWriting.fileDescriptor
     let result: Result<SandboxExit, HyperError>
     do {
-        result = .success(try RawMachine.boot(request, on: KVMHypervisor()))
+        result = .success(try RawMachine.boot(request, on: KVMHypervisor(), devices: devices))
     } catch {
         result = .failure(error)
     }
@@ -58,6 +59,27 @@ struct RawBootTests {
         let (result, console) = try bootOnKVM(TinyGuest.serialHelloBzImage(message: "hello from a bzImage\n"))
         #expect(try result.get() == .exited(0))
         #expect(console == "hello from a bzImage\n")
+    }
+
+    /// A virtio-mmio register block stand-in: MagicValue and Version, and a log of writes.
+    final class RegisterBlock: BusDevice {
+        var writes: [(offset: UInt64, size: Int, value: UInt64)] = []
+        func read(offset: UInt64, size: Int) -> UInt64 {
+            switch offset {
+            case 0: return 0x7472_6976  // "virt"
+            case 4: return 2
+            default: return 0
+            }
+        }
+        func write(offset: UInt64, size: Int, value: UInt64) { writes.append((offset, size, value)) }
+    }
+
+    @Test func guestCodeReadsAndWritesAnMMIORegisterBlock() throws {
+        let block = RegisterBlock()
+        let (result, console) = try bootOnKVM(TinyGuest.mmioProbeImage(base: 0xD000_0000), devices: [(0xD000_0000, 0x200, block)])
+        #expect(try result.get() == .exited(0))
+        #expect(console == "Y\n", "the guest read the wrong magic value")
+        #expect(block.writes.count == 1 && block.writes.first?.offset == 0x70 && block.writes.first?.size == 4 && block.writes.first?.value == 0x0F)
     }
 
     @Test func guestThatSpinsForeverTimesOut() throws {

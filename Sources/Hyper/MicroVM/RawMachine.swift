@@ -9,7 +9,9 @@ public enum RawMachine {
     /// `.exited(0)` for a reset or power-off, `.timedOut` past the timeout.
     /// - Throws: `invalidArgument` for a bad image; `phaseFailed` for a triple fault or an accelerator failure,
     ///   naming the exit and the vCPU's RIP.
-    public static func boot(_ request: BootRequest, on hypervisor: any Hypervisor) throws(HyperError) -> SandboxExit {
+    /// - Parameter devices: extra MMIO devices to map (base, length, device), for tests and later virtio.
+    public static func boot(_ request: BootRequest, on hypervisor: any Hypervisor,
+                            devices: [(base: UInt64, length: UInt64, device: any BusDevice)] = []) throws(HyperError) -> SandboxExit {
         let image: [UInt8]
         if let builtin = request.kernelImage { image = builtin } else { image = try readImage(request.kernelPath, what: "kernel") }
         let memory = try GuestMemory(size: request.memoryBytes)
@@ -71,6 +73,7 @@ public enum RawMachine {
         keyboardController.onReset = { [unowned bus] in bus.requestedExit = .reset }
         try bus.mapPorts(BootLayout.serialPort, length: 8, to: serial)
         try bus.mapPorts(BootLayout.i8042Port, length: 5, to: keyboardController)
+        for extra in devices { try bus.mapMemory(extra.base, length: extra.length, to: extra.device) }
 
         let deadline = request.timeout.map { HostSystem.monotonicNanoseconds() + UInt64(max(0, $0.nanoseconds)) }
         let exit = try vcpu.run(bus: bus, deadline: deadline)

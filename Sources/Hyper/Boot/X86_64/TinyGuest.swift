@@ -15,8 +15,27 @@ public enum TinyGuest {
         let messageAddress = loadAddress + UInt32(code.count)
         for index in 0..<4 { code[messageAddressOffset + index] = UInt8(truncatingIfNeeded: messageAddress >> UInt32(index * 8)) }
         let payload = code + text
-        if longMode { return elf64(payload: payload) }
+        return longMode ? elf64(payload: payload) : pvhELF(payload: payload)
+    }
 
+    /// Returns a PVH guest that reads the 32-bit register at `base` (a virtio-mmio block's MagicValue),
+    /// writes 0x0F to `base + 0x70` (its Status register), prints `Y` if the magic read back as "virt" and `N`
+    /// otherwise, then resets. It exercises MMIO reads and writes from real guest code.
+    public static func mmioProbeImage(base: UInt32) -> [UInt8] {
+        let magic: UInt32 = 0x7472_6976  // "virt"
+        var code: [UInt8] = [0xA1] + le32(base)                        // mov eax, [base]
+        code += [0x3D] + le32(magic)                                    // cmp eax, magic
+        code += [0x75, 0x0E]                                            // jne fail
+        code += [0xC7, 0x05] + le32(base + 0x70) + le32(0x0F)          // mov dword [base + 0x70], 0x0f
+        code += [0xB0, 0x59, 0xEB, 0x02]                                // mov al, 'Y'; jmp print
+        code += [0xB0, 0x4E]                                            // fail: mov al, 'N'
+        code += [0x66, 0xBA, 0xF8, 0x03, 0xEE, 0xB0, 0x0A, 0xEE]        // print: mov dx, 0x3f8; out dx, al; newline
+        code += [0xB0, 0xFE, 0xE6, 0x64, 0xF4, 0xEB, 0xFD]              // reset through the i8042; hlt
+        return pvhELF(payload: code)
+    }
+
+    /// An ELF32 with one PT_LOAD of `payload` at `loadAddress` and the Xen PVH entry note pointing at it.
+    static func pvhELF(payload: [UInt8]) -> [UInt8] {
         // ELF32: header (52) + two program headers (PT_LOAD, PT_NOTE) (2 x 32) + the PVH note (20) + payload.
         let headerSize = 52, programHeaderSize = 32
         let noteOffset = headerSize + 2 * programHeaderSize
