@@ -47,24 +47,68 @@ void chyper_wakeup_disarm(chyper_wakeup *wakeup) {
     wakeup->armed = 0;
 }
 
+// Normalizes KVM's supported CPUID for one vCPU of a single-socket guest. The host's table may be sparse
+// (leaves missing, few feature bits); every step only touches leaves that are present.
 int chyper_configure_cpuid(int kvm_fd, int vcpu_fd, unsigned apic_id) {
     int capacity = 256;
     struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + capacity * sizeof(struct kvm_cpuid_entry2));
     if (!cpuid) return -1;
-    cpuid->nent = (unsigned)capacity;
+    cpuid->nent = (unsigned)capacity - 1;  // Leave room for an inserted entry.
     if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) != 0) { int saved = errno; free(cpuid); errno = saved; return -1; }
+    int tsc_deadline = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    int has_topology_level0 = 0, has_topology_level1 = 0;
     for (unsigned i = 0; i < cpuid->nent; i++) {
         struct kvm_cpuid_entry2 *entry = &cpuid->entries[i];
         if (entry->function == 1) {
-            entry->ecx |= 1u << 31;                               // Running under a hypervisor.
+            entry->ecx |= 1u << 31;                                     // Running under a hypervisor.
+            if (tsc_deadline) entry->ecx |= 1u << 24;                   // TSC-deadline timer mode.
             entry->ebx = (entry->ebx & 0x00FFFFFFu) | (apic_id << 24);  // Initial APIC id.
+        } else if (entry->function == 0xB) {
+            entry->edx = apic_id;                                       // x2APIC id in every subleaf.
+            if (entry->index == 0) has_topology_level0 = 1;
+            if (entry->index == 1) has_topology_level1 = 1;
         }
+    }
+    // KVM stopped reporting leaf 0xB subleaf 1 (the core level); add it when subleaf 0 is there.
+    if (has_topology_level0 && !has_topology_level1 && cpuid->nent < (unsigned)capacity) {
+        struct kvm_cpuid_entry2 *core = &cpuid->entries[cpuid->nent++];
+        memset(core, 0, sizeof *core);
+        core->function = 0xB;
+        core->index = 1;
+        core->flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+        core->eax = 0;          // Bits to shift to the next level: one core per socket here.
+        core->ebx = 1;          // Logical processors at this level.
+        core->ecx = (2u << 8) | 1;  // Level type: core; level number 1.
+        core->edx = apic_id;
     }
     int result = ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid);
     int saved = errno;
     free(cpuid);
     errno = saved;
     return result;
+}
+
+int chyper_get_cpuid_leaf(int vcpu_fd, unsigned function, unsigned index, unsigned registers[4]) {
+    int capacity = 256;
+    struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + capacity * sizeof(struct kvm_cpuid_entry2));
+    if (!cpuid) return -1;
+    cpuid->nent = (unsigned)capacity;
+    int found = -1;
+    if (ioctl(vcpu_fd, KVM_GET_CPUID2, cpuid) == 0) {
+        for (unsigned i = 0; i < cpuid->nent; i++) {
+            struct kvm_cpuid_entry2 *entry = &cpuid->entries[i];
+            if (entry->function == function && entry->index == index) {
+                registers[0] = entry->eax; registers[1] = entry->ebx; registers[2] = entry->ecx; registers[3] = entry->edx;
+                found = 0;
+                break;
+            }
+        }
+        if (found != 0) errno = ENOENT;
+    }
+    int saved = errno;
+    free(cpuid);
+    errno = saved;
+    return found;
 }
 
 static const struct { unsigned index; unsigned long long value; } boot_msrs[] = {

@@ -144,6 +144,16 @@ final class KVMVirtualCPU: VirtualCPU {
         return value
     }
 
+    /// Reads one CPUID leaf as the guest sees it (eax, ebx, ecx, edx).
+    func cpuidLeaf(_ function: UInt32, index: UInt32 = 0) throws(HyperError) -> [UInt32] {
+        var registers: [UInt32] = [0, 0, 0, 0]
+        // SAFETY: the shim writes exactly four values into the four-element array.
+        guard unsafe chyper_get_cpuid_leaf(descriptor, function, index, &registers) == 0 else {
+            throw KVMError.systemCall(operation: "KVM_GET_CPUID2 leaf 0x\(String(function, radix: 16))", errorNumber: errno).hyperError
+        }
+        return registers
+    }
+
     /// Reads a 32-bit local APIC register.
     func localAPICRegister(_ offset: UInt32) throws(HyperError) -> UInt32 {
         var value: UInt32 = 0

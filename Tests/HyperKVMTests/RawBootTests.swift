@@ -55,6 +55,22 @@ struct RawBootTests {
         #expect((try vcpu.localAPICRegister(0x360) >> 8) & 7 == 4, "LINT1 delivers NMI")
     }
 
+    @Test func cpuidIsNormalizedPerVCPU() throws {
+        let machine = try KVMHypervisor().makeVirtualMachine(memory: GuestMemory(size: 16 << 20))
+        _ = try machine.makeVCPU(index: 0)
+        let second = try #require(try machine.makeVCPU(index: 1) as? KVMVirtualCPU)
+        let leaf1 = try second.cpuidLeaf(1)
+        #expect(leaf1[2] & (1 << 31) != 0, "hypervisor bit")
+        #expect(leaf1[1] >> 24 == 1, "initial APIC id of vCPU 1")
+        let device = try KVMDevice()
+        if device.checkExtension(72) > 0 { #expect(leaf1[2] & (1 << 24) != 0, "TSC-deadline") }  // KVM_CAP_TSC_DEADLINE_TIMER
+        if let topology = try? second.cpuidLeaf(0xB, index: 0) {
+            #expect(topology[3] == 1, "x2APIC id in leaf 0xB")
+            let core = try second.cpuidLeaf(0xB, index: 1)
+            #expect((core[2] >> 8) & 0xFF == 2, "leaf 0xB subleaf 1 is the core level")
+        }
+    }
+
     @Test func bzImageBootsThroughThe64BitBootProtocol() throws {
         let (result, console) = try bootOnKVM(TinyGuest.serialHelloBzImage(message: "hello from a bzImage\n"))
         #expect(try result.get() == .exited(0))

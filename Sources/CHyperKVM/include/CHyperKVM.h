@@ -68,9 +68,11 @@ int chyper_wakeup_arm(chyper_wakeup *wakeup, unsigned long long delay_ns);
 /// Stops and deletes the timer.
 void chyper_wakeup_disarm(chyper_wakeup *wakeup);
 
-/// Copies KVM's supported CPUID into the vCPU, with the hypervisor bit set and `apic_id` in leaf 1.
-/// Returns 0, or -1 with errno.
+/// Copies KVM's supported CPUID into the vCPU, normalized: the hypervisor bit, TSC-deadline where KVM has it,
+/// `apic_id` in leaves 1 and 0xB, and leaf 0xB subleaf 1 when KVM omits it. Returns 0, or -1 with errno.
 int chyper_configure_cpuid(int kvm_fd, int vcpu_fd, unsigned apic_id);
+/// Reads one CPUID leaf of the vCPU (eax, ebx, ecx, edx). Returns 0, or -1 with errno (ENOENT: no such leaf).
+int chyper_get_cpuid_leaf(int vcpu_fd, unsigned function, unsigned index, unsigned registers[4]);
 
 /// Sets the MSRs a booting kernel expects (SYSENTER/SYSCALL MSRs and TSC zeroed, fast strings on, MTRRs on
 /// with write-back default). Returns how many KVM accepted, or -1 with errno.
