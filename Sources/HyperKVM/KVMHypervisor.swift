@@ -56,18 +56,20 @@ final class KVMVirtualMachine: VirtualMachine {
         }
         descriptor = vm
         // Fully initialized from here: on a failure below, deinit closes both descriptors.
-        _ = try KVMSystem.ioctl(descriptor, chyper_KVM_SET_TSS_ADDR(), value: KVMLayout.tssAddress, operation: "KVM_SET_TSS_ADDR")
-        var identityMap = KVMLayout.identityMapAddress
-        try KVMSystem.ioctl(descriptor, chyper_KVM_SET_IDENTITY_MAP_ADDR(), pointingTo: &identityMap, operation: "KVM_SET_IDENTITY_MAP_ADDR")
-        _ = try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_IRQCHIP(), value: 0, operation: "KVM_CREATE_IRQCHIP")
-        var pit = kvm_pit_config()
-        try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_PIT2(), pointingTo: &pit, operation: "KVM_CREATE_PIT2")
+        // Guest memory goes in first, while the VM has no irqchip or PIT whose readers a memslot update must
+        // wait for.
         var region = kvm_userspace_memory_region()
         region.slot = 0
         region.guest_phys_addr = 0
         region.memory_size = memory.size
         region.userspace_addr = memory.hostAddress
         try KVMSystem.ioctl(descriptor, chyper_KVM_SET_USER_MEMORY_REGION(), pointingTo: &region, operation: "KVM_SET_USER_MEMORY_REGION")
+        _ = try KVMSystem.ioctl(descriptor, chyper_KVM_SET_TSS_ADDR(), value: KVMLayout.tssAddress, operation: "KVM_SET_TSS_ADDR")
+        var identityMap = KVMLayout.identityMapAddress
+        try KVMSystem.ioctl(descriptor, chyper_KVM_SET_IDENTITY_MAP_ADDR(), pointingTo: &identityMap, operation: "KVM_SET_IDENTITY_MAP_ADDR")
+        _ = try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_IRQCHIP(), value: 0, operation: "KVM_CREATE_IRQCHIP")
+        var pit = kvm_pit_config()
+        try KVMSystem.ioctl(descriptor, chyper_KVM_CREATE_PIT2(), pointingTo: &pit, operation: "KVM_CREATE_PIT2")
     }
 
     deinit {
