@@ -8,6 +8,8 @@ public struct KVMBackend: Backend {
     public let name = "kvm"
     public let isolation = IsolationLevel.hardwareVM
     public let capabilities: Set<SandboxFeature> = []
+    /// Linux microVM sandboxes come with the virtio devices and the guest agent; raw `boot` works now.
+    public let launchesSandboxes = false
     private let gatherFacts: @Sendable () -> KVMHostFacts
 
     /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.

@@ -161,13 +161,41 @@ struct BackendSelectionTests {
         return facts
     }
 
-    @Test func autoPicksAcceleratedKVM() throws {
-        let selection = try registry(kvm: Self.acceleratedKVM, processAvailable: true).select("auto")
-        #expect(selection.backend.name == "kvm")
+    @Test func autoPicksAcceleratedKVMOnlyOnceItLaunchesSandboxes() throws {
+        // The rule: a hardware VM that works and is accelerated wins...
+        struct LaunchingKVM: Backend {
+            let inner = KVMBackend(facts: BackendSelectionTests.acceleratedKVM)
+            var name: String { inner.name }
+            var isolation: IsolationLevel { inner.isolation }
+            var capabilities: Set<SandboxFeature> { inner.capabilities }
+            func probe() -> ProbeResult { inner.probe() }
+            func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
+                try inner.launch(spec, options: options)
+            }
+        }
+        var withLaunching = registry(kvm: Self.acceleratedKVM, processAvailable: true)
+        withLaunching.register(LaunchingKVM())
+        #expect(try withLaunching.select("auto").backend.name == "kvm")
+        // ...but today's kvm backend cannot launch sandboxes yet, so auto says so and takes process.
+        let today = try registry(kvm: Self.acceleratedKVM, processAvailable: true).select("auto")
+        #expect(today.backend.name == "process")
+        #expect(today.reason.contains("kvm: hardware-accelerated (svm)") && today.reason.contains("sandboxes are not implemented yet"))
     }
 
     @Test func autoPassesOverUnacceleratedKVM() throws {
-        let selection = try registry(kvm: Self.softwareKVM, processAvailable: true).select("auto")
+        struct LaunchingSoftwareKVM: Backend {
+            let inner = KVMBackend(facts: BackendSelectionTests.softwareKVM)
+            var name: String { inner.name }
+            var isolation: IsolationLevel { inner.isolation }
+            var capabilities: Set<SandboxFeature> { inner.capabilities }
+            func probe() -> ProbeResult { inner.probe() }
+            func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
+                try inner.launch(spec, options: options)
+            }
+        }
+        var registry = registry(kvm: Self.softwareKVM, processAvailable: true)
+        registry.register(LaunchingSoftwareKVM())
+        let selection = try registry.select("auto")
         #expect(selection.backend.name == "process")
         #expect(selection.reason.contains("passed over kvm: present, not hardware-accelerated"))
     }
@@ -182,7 +210,7 @@ struct BackendSelectionTests {
         let result = runInProcess(["run", "-v", "--backend", "auto", "--", "true"],
                                   registry: registry(kvm: Self.softwareKVM, processAvailable: true))
         #expect(result.errorOutput.contains("backend process: auto picked process"))
-        #expect(result.errorOutput.contains("not hardware-accelerated"))
+        #expect(result.errorOutput.contains("passed over kvm: present, not hardware-accelerated"))
     }
 
     @Test func backendsJSONHasExactlyTheDocumentedKeys() throws {

@@ -118,6 +118,8 @@ public protocol Backend: Sendable {
     var isolation: IsolationLevel { get }
     /// The spec and launch features it enforces.
     var capabilities: Set<SandboxFeature> { get }
+    /// Whether `launch` is implemented; `auto` passes over backends that cannot launch sandboxes yet.
+    var launchesSandboxes: Bool { get }
     /// Checks the host; cheap enough to run on every `hyperctl` invocation that needs it.
     func probe() -> ProbeResult
     /// Starts a sandbox. The spec has been validated; the backend checks its own capabilities.
@@ -127,6 +129,8 @@ public protocol Backend: Sendable {
 }
 
 extension Backend {
+    public var launchesSandboxes: Bool { true }
+
     /// Backends without a raw VM say so.
     public func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit {
         throw HyperError(.notImplemented, "boot is not implemented by this backend (\(name))")

@@ -46,6 +46,10 @@ public struct BackendRegistry: Sendable {
         let candidates = backends.filter { $0.isolation != .simulated }.sorted { $0.isolation > $1.isolation }
         for backend in candidates {
             let probe = backend.probe()
+            if probe.isUsableAutomatically, !backend.launchesSandboxes {
+                passedOver.append("\(backend.name): \(probe.reason), but its sandboxes are not implemented yet")
+                continue
+            }
             if probe.isUsableAutomatically {
                 let why = passedOver.isEmpty ? "" : " (passed over " + passedOver.joined(separator: "; ") + ")"
                 return Selection(backend: backend,
