@@ -129,6 +129,19 @@ struct RunCommandTests {
     }
 }
 
+/// The real kvm backend as it will be once its sandboxes exist: the same probe, but `launchesSandboxes`.
+struct KVMThatLaunches: Backend {
+    let inner: KVMBackend
+    init(facts: @escaping @Sendable () -> KVMHostFacts) { inner = KVMBackend(facts: facts) }
+    var name: String { inner.name }
+    var isolation: IsolationLevel { inner.isolation }
+    var capabilities: Set<SandboxFeature> { inner.capabilities }
+    func probe() -> ProbeResult { inner.probe() }
+    func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
+        try inner.launch(spec, options: options)
+    }
+}
+
 @Suite("Backend selection")
 struct BackendSelectionTests {
     func registry(kvm: @escaping @Sendable () -> KVMHostFacts, processAvailable: Bool) -> BackendRegistry {
@@ -163,18 +176,8 @@ struct BackendSelectionTests {
 
     @Test func autoPicksAcceleratedKVMOnlyOnceItLaunchesSandboxes() throws {
         // The rule: a hardware VM that works and is accelerated wins...
-        struct LaunchingKVM: Backend {
-            let inner = KVMBackend(facts: BackendSelectionTests.acceleratedKVM)
-            var name: String { inner.name }
-            var isolation: IsolationLevel { inner.isolation }
-            var capabilities: Set<SandboxFeature> { inner.capabilities }
-            func probe() -> ProbeResult { inner.probe() }
-            func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
-                try inner.launch(spec, options: options)
-            }
-        }
         var withLaunching = registry(kvm: Self.acceleratedKVM, processAvailable: true)
-        withLaunching.register(LaunchingKVM())
+        withLaunching.register(KVMThatLaunches(facts: Self.acceleratedKVM))
         #expect(try withLaunching.select("auto").backend.name == "kvm")
         // ...but today's kvm backend cannot launch sandboxes yet, so auto says so and takes process.
         let today = try registry(kvm: Self.acceleratedKVM, processAvailable: true).select("auto")
@@ -183,18 +186,8 @@ struct BackendSelectionTests {
     }
 
     @Test func autoPassesOverUnacceleratedKVM() throws {
-        struct LaunchingSoftwareKVM: Backend {
-            let inner = KVMBackend(facts: BackendSelectionTests.softwareKVM)
-            var name: String { inner.name }
-            var isolation: IsolationLevel { inner.isolation }
-            var capabilities: Set<SandboxFeature> { inner.capabilities }
-            func probe() -> ProbeResult { inner.probe() }
-            func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
-                try inner.launch(spec, options: options)
-            }
-        }
         var registry = registry(kvm: Self.softwareKVM, processAvailable: true)
-        registry.register(LaunchingSoftwareKVM())
+        registry.register(KVMThatLaunches(facts: Self.softwareKVM))
         let selection = try registry.select("auto")
         #expect(selection.backend.name == "process")
         #expect(selection.reason.contains("passed over kvm: present, not hardware-accelerated"))
@@ -285,15 +278,24 @@ struct BinaryTests {
         let marker = "53.\(Int.random(in: 100_000...999_999))"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: hyperctlBinary)
-        process.arguments = ["run", "--backend", "process", "--", "sh", "-c", "sleep \(marker) & sleep \(marker)"]
+        // A memory limit gives the sandbox cgroups, which must go too.
+        process.arguments = ["run", "--backend", "process", "--memory", "64M", "--", "sh", "-c", "sleep \(marker) & sleep \(marker)"]
         process.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
         #expect(waitFor { sandboxProcesses(marker).count >= 2 }, "the sandbox did not start")
+        let cgroupPrefix = "hyperctl-sandbox-\(process.processIdentifier)-"
+        func cgroups() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory")) ?? []).filter { $0.hasPrefix(cgroupPrefix) }
+                + ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/hyperctl")) ?? []).filter { $0.hasPrefix("sandbox-\(process.processIdentifier)-") }
+        }
+        let hadCgroup = !cgroups().isEmpty
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         #expect(waitFor { sandboxProcesses(marker).isEmpty }, "sandbox processes survived hyperctl's death")
+        #expect(waitFor { cgroups().isEmpty }, "cgroups survived hyperctl's death: \(cgroups())")
+        if ProcessHostFacts.gather().limitControllers.contains("memory") { #expect(hadCgroup, "the sandbox had no memory cgroup to clean up") }
     }
 
     @Test(.enabled(if: access("/dev/kvm", R_OK | W_OK) == 0, "needs read-write access to /dev/kvm"))

@@ -93,14 +93,13 @@ public enum RawMachine {
     }
 
     static func readImage(_ path: String, what: String) throws(HyperError) -> [UInt8] {
+        let bytes: [UInt8]
         do {
-            let bytes = try HostSystem.readFile(path, limit: maximumImageSize)
-            guard !bytes.isEmpty else { throw HyperError(.invalidArgument, "\(what): \(path) is empty") }
-            return bytes
-        } catch let error as HostCallError {
-            throw HyperError(.invalidArgument, "\(what): \(error)")
+            bytes = try HostSystem.readFile(path, limit: maximumImageSize)
         } catch {
-            throw error as? HyperError ?? HyperError(.invalidArgument, "\(what): \(path) cannot be read")
+            throw HyperError(.invalidArgument, "\(what): \(error)")
         }
+        guard !bytes.isEmpty else { throw HyperError(.invalidArgument, "\(what): \(path) is empty") }
+        return bytes
     }
 }
