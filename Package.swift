@@ -9,11 +9,15 @@ let package = Package(
     name: "hyperctl",
     products: [
         .executable(name: "hyperctl", targets: ["hyperctl"]),
+        .executable(name: "hyper-agent", targets: ["hyper-agent"]),
         .library(name: "Hyper", targets: ["Hyper"]),
     ],
     targets: [
+        // The host-guest agent protocol and the workspace transfer, shared by the core and the guest agent.
+        .target(name: "HyperAgentProtocol", swiftSettings: strictSafety),
+
         // Floor 1-3: the accelerator-neutral core. Knows no concrete backend.
-        .target(name: "Hyper", swiftSettings: strictSafety),
+        .target(name: "Hyper", dependencies: ["HyperAgentProtocol"], swiftSettings: strictSafety),
 
         // The KVM accelerator and the `kvm` backend, over /dev/kvm ioctls.
         .target(name: "CHyperKVM"),
@@ -31,6 +35,14 @@ let package = Package(
         .executableTarget(
             name: "hyperctl",
             dependencies: ["Hyper", "HyperKVM", "HyperProcess", "HyperFake"],
+            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"], .when(configuration: .release))]
+        ),
+
+        // The guest agent: PID 1 in each sandbox VM, a static binary that links only the protocol.
+        .target(name: "CHyperAgent"),
+        .executableTarget(
+            name: "hyper-agent",
+            dependencies: ["HyperAgentProtocol", "CHyperAgent"],
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"], .when(configuration: .release))]
         ),
 

@@ -1,0 +1,41 @@
+// The guest agent's system calls that have no usable Swift import: module loading, spawning a command
+// between fork and exec, terminals, and powering the guest off.
+#ifndef CHYPER_AGENT_H
+#define CHYPER_AGENT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/// Loads a kernel module file (finit_module). Returns 0, or -1 with errno.
+int chyper_agent_load_module(const char *path);
+
+/// Starts `argv` in a new session with `envp`, in `directory`, on the given descriptors (or, when
+/// `terminal` is not NULL, on that terminal as its controlling terminal). The child joins the cgroup whose
+/// `cgroup.procs` path is given, when not NULL, before it executes anything. The program is searched in the
+/// PATH of `envp`. Returns the pid; `*exec_error` is 0 when the program started, else its errno (the child
+/// then exits 127 for ENOENT, 126 otherwise, after saying why on its stderr).
+pid_t chyper_agent_spawn(char *const argv[], char *const envp[], const char *directory, int input, int output,
+                         int error, const char *terminal, const char *cgroup_procs, int *exec_error);
+
+/// Opens a new pseudo-terminal; writes the replica's path into `name`. Returns the controller descriptor.
+int chyper_agent_open_terminal(char *name, size_t capacity, unsigned short rows, unsigned short columns);
+
+/// Sets a terminal's window size.
+int chyper_agent_set_window(int fd, unsigned short rows, unsigned short columns);
+
+/// Puts a terminal (the control channel) into raw mode.
+int chyper_agent_make_raw(int fd);
+
+/// Blocks SIGCHLD and returns a non-blocking signalfd for it.
+int chyper_agent_child_signal_fd(void);
+
+/// Empties a signalfd.
+void chyper_agent_drain(int fd);
+
+/// Flushes file systems and resets the machine (through the i8042, with `reboot=k`). Does not return.
+__attribute__((noreturn)) void chyper_agent_power_off(void);
+
+/// Creates a pipe whose ends close on exec. Returns 0, or -1 with errno.
+int chyper_agent_pipe(int fds[2]);
+
+#endif

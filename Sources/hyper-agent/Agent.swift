@@ -1,0 +1,273 @@
+import CHyperAgent
+import Glibc
+import HyperAgentProtocol
+
+/// The guest agent's service loop: one control channel, one command at a time.
+///
+/// It receives the workspace, runs the command with its streams relayed as messages, reports how it ended,
+/// and sends back what the command changed in the workspace.
+final class Agent {
+    private let channel: Int32
+    private let childSignals: Int32
+    private var decoder = FrameDecoder()
+
+    // The workspace transfer from the host, and what it held (to send back only what changed).
+    private var workspaceRoot: String?
+    private var writer: FileTreeWriter?
+    private var received: [String: FileHeader] = [:]
+
+    // The running command.
+    private var command: pid_t = 0
+    private var output: Int32 = -1
+    private var errorOutput: Int32 = -1
+    private var input: Int32 = -1
+    private var pendingInput: [UInt8] = []
+    private var inputClosed = false
+    private var terminal = false
+
+    init(channel: Int32, childSignals: Int32) {
+        self.channel = channel
+        self.childSignals = childSignals
+    }
+
+    func send(_ message: AgentMessage) {
+        let frame = message.frame
+        var offset = 0
+        while offset < frame.count {
+            let wrote = frame.withUnsafeBytes { write(channel, $0.baseAddress! + offset, frame.count - offset) }
+            if wrote < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            guard wrote > 0 else { return }  // The host is gone; nothing to tell.
+            offset += wrote
+        }
+    }
+
+    /// Serves until the host asks for shutdown.
+    func serve() -> Never {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0), pollfd(fd: childSignals, events: Int16(POLLIN), revents: 0)]
+            if output >= 0 { fds.append(pollfd(fd: output, events: Int16(POLLIN), revents: 0)) }
+            if errorOutput >= 0 { fds.append(pollfd(fd: errorOutput, events: Int16(POLLIN), revents: 0)) }
+            if input >= 0 && !pendingInput.isEmpty { fds.append(pollfd(fd: input, events: Int16(POLLOUT), revents: 0)) }
+            if poll(&fds, nfds_t(fds.count), -1) < 0 { continue }
+            for entry in fds where entry.revents != 0 {
+                switch entry.fd {
+                case channel:
+                    let got = read(channel, &buffer, buffer.count)
+                    if got > 0 {
+                        decoder.append(Array(buffer[0..<got]))
+                        handleMessages()
+                    }
+                case childSignals:
+                    chyper_agent_drain(childSignals)
+                    reapChildren()
+                case output where output >= 0:
+                    relay(from: &output, as: AgentMessage.stdout, buffer: &buffer)
+                case errorOutput where errorOutput >= 0:
+                    relay(from: &errorOutput, as: AgentMessage.stderr, buffer: &buffer)
+                case input where input >= 0:
+                    flushInput()
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    private func handleMessages() {
+        do {
+            while let message = try decoder.next() { try handle(message) }
+        } catch let error as AgentError {
+            send(.failure(error.description))
+        } catch let error as AgentProtocolError {
+            send(.failure("guest agent: \(error)"))
+        } catch {
+            send(.failure("guest agent: \(error)"))
+        }
+    }
+
+    private func handle(_ message: AgentMessage) throws {
+        switch message {
+        case let .filesBegin(root):
+            guard root.hasPrefix("/") else { throw AgentError.protocolViolation("workspace root \(root) is not absolute") }
+            try makeDirectories(root)
+            workspaceRoot = root
+            received = [:]
+            do { writer = try FileTreeWriter(root: root) } catch { throw AgentError.transfer(error) }
+        case let .file(header):
+            guard let writer else { throw AgentError.protocolViolation("a file outside a transfer") }
+            do { try writer.begin(header) } catch { throw AgentError.transfer(error) }
+            received[header.path] = header
+        case let .fileData(bytes):
+            guard let writer else { throw AgentError.protocolViolation("file data outside a transfer") }
+            do { try writer.data(bytes) } catch { throw AgentError.transfer(error) }
+        case .filesEnd:
+            do { try writer?.finish() } catch { throw AgentError.transfer(error) }
+            writer = nil
+        case let .exec(request):
+            try start(request)
+        case let .stdin(bytes):
+            if bytes.isEmpty { inputClosed = true } else { pendingInput += bytes }
+            flushInput()
+        case let .signal(number):
+            if command > 0 { kill(-command, number) }
+        case let .resize(rows, columns):
+            if terminal && output >= 0 { _ = chyper_agent_set_window(output, rows, columns) }
+        case .shutdown:
+            chyper_agent_power_off()
+        case .removed, .ready, .started, .stdout, .stderr, .exited, .failure:
+            throw AgentError.protocolViolation("unexpected message from the host: \(message)")
+        }
+    }
+
+    private func makeDirectories(_ path: String) throws {
+        var partial = ""
+        for component in path.split(separator: "/") {
+            partial += "/" + component
+            if mkdir(partial, 0o755) != 0 && errno != EEXIST { throw AgentError.system("mkdir \(partial)", errno) }
+        }
+    }
+
+    private func start(_ request: AgentExec) throws {
+        guard command == 0 else { throw AgentError.protocolViolation("exec while a command runs") }
+        var streams: [Int32] = []
+        var terminalPath: String?
+        terminal = request.tty
+        if request.tty {
+            var name = [CChar](repeating: 0, count: 128)
+            let controller = chyper_agent_open_terminal(&name, name.count, request.rows, request.columns)
+            guard controller >= 0 else { throw AgentError.system("open a terminal", errno) }
+            terminalPath = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            output = controller
+            input = request.interactive ? controller : -1
+            streams = [-1, -1, -1]
+        } else {
+            var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
+            guard chyper_agent_pipe(&stdoutPipe) == 0, chyper_agent_pipe(&stderrPipe) == 0 else { throw AgentError.system("pipe", errno) }
+            if request.interactive {
+                guard chyper_agent_pipe(&stdinPipe) == 0 else { throw AgentError.system("pipe", errno) }
+                input = stdinPipe[1]
+            } else {
+                stdinPipe[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            }
+            output = stdoutPipe[0]
+            errorOutput = stderrPipe[0]
+            streams = [stdinPipe[0], stdoutPipe[1], stderrPipe[1]]
+        }
+        for fd in [output, errorOutput, input] where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+        pendingInput = []
+        inputClosed = false
+        let cgroup = GuestSetup.commandCgroup(pidsLimit: request.pidsLimit)
+        var execError: Int32 = 0
+        let pid = withCStrings(request.arguments) { argv in
+            withCStrings(request.environment) { envp in
+                chyper_agent_spawn(argv, envp, request.workingDirectory, streams[0], streams[1], streams[2], terminalPath, cgroup, &execError)
+            }
+        }
+        for fd in streams where fd >= 0 { close(fd) }
+        guard pid > 0 else { throw AgentError.system("start \(request.arguments[0])", errno) }
+        command = pid
+        send(.started(pid: pid))
+    }
+
+    private func flushInput() {
+        guard input >= 0 else { return }
+        while !pendingInput.isEmpty {
+            let wrote = pendingInput.withUnsafeBytes { write(input, $0.baseAddress!, pendingInput.count) }
+            if wrote < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN { return }
+                pendingInput = []  // The command closed its stdin.
+                break
+            }
+            pendingInput.removeFirst(wrote)
+        }
+        if inputClosed && !terminal {
+            close(input)
+            input = -1
+        } else if inputClosed && terminal {
+            pendingInput = [4]  // ^D ends input on a terminal in canonical mode.
+            inputClosed = false
+        }
+    }
+
+    /// Relays what a stream has; closes it at end of file.
+    private func relay(from fd: inout Int32, as message: ([UInt8]) -> AgentMessage, buffer: inout [UInt8]) {
+        while fd >= 0 {
+            let got = read(fd, &buffer, min(buffer.count, AgentProtocol.chunkSize))
+            if got > 0 {
+                send(message(Array(buffer[0..<got])))
+                continue
+            }
+            if got < 0 && errno == EINTR { continue }
+            if got < 0 && errno == EAGAIN { return }
+            if fd == input { input = -1 }
+            close(fd)
+            fd = -1
+        }
+    }
+
+    private func reapChildren() {
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            guard pid > 0 else { return }
+            guard pid == command else { continue }
+            finishCommand(status: status)
+        }
+    }
+
+    private func finishCommand(status: Int32) {
+        var buffer = [UInt8](repeating: 0, count: AgentProtocol.chunkSize)
+        // What the command wrote before it ended still goes out, first.
+        relay(from: &output, as: AgentMessage.stdout, buffer: &buffer)
+        relay(from: &errorOutput, as: AgentMessage.stderr, buffer: &buffer)
+        for fd in [output, errorOutput, input] where fd >= 0 { close(fd) }
+        output = -1
+        errorOutput = -1
+        input = -1
+        command = 0
+        let signal = status & 0x7F
+        send(.exited(signal == 0 ? .exited((status >> 8) & 0xFF) : .signaled(signal)))
+        sendChanges()
+    }
+
+    /// Sends every object of the workspace that is new or changed since the host's copy, and every path
+    /// that is gone.
+    private func sendChanges() {
+        guard let root = workspaceRoot else { return }
+        send(.filesBegin(root: root))
+        do {
+            let now = try FileTree.list(root: root)
+            var present = Set<String>()
+            for header in now {
+                present.insert(header.path)
+                if let before = received[header.path], before.kind == header.kind {
+                    switch header.kind {
+                    case .directory where before.mode == header.mode: continue
+                    case .symbolicLink where before.linkTarget == header.linkTarget: continue
+                    case .regular where before.size == header.size && before.modificationNanoseconds == header.modificationNanoseconds && before.mode == header.mode: continue
+                    default: break
+                    }
+                }
+                send(.file(header))
+                if header.kind == .regular {
+                    try FileTree.readChunks(root + "/" + header.path, size: header.size) { chunk in send(.fileData(chunk)) }
+                }
+            }
+            // Children before their directories.
+            for path in received.keys.sorted(by: >) where !present.contains(path) { send(.removed(path)) }
+            received = Dictionary(uniqueKeysWithValues: now.map { ($0.path, $0) })
+        } catch {
+            send(.failure("guest agent: sending the workspace back: \(error)"))
+        }
+        send(.filesEnd)
+    }
+}
+
+/// Calls `body` with a NULL-terminated C array of the strings, valid for the call.
+func withCStrings<Result>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Result) -> Result {
+    let copies = strings.map { strdup($0) } + [nil]
+    defer { for pointer in copies { free(pointer) } }
+    return copies.withUnsafeBufferPointer { body($0.baseAddress!) }
+}

@@ -1,0 +1,17 @@
+import Glibc
+import HyperAgentProtocol
+
+/// A failure inside the guest agent; it goes to the host as a `failure` message.
+enum AgentError: Error, CustomStringConvertible {
+    case system(String, Int32)
+    case protocolViolation(String)
+    case transfer(AgentProtocolError)
+
+    var description: String {
+        switch self {
+        case let .system(operation, number): return "guest agent: \(operation): \(FileTree.errorText(number))"
+        case let .protocolViolation(text): return "guest agent: \(text)"
+        case let .transfer(error): return "guest agent: \(error)"
+        }
+    }
+}

@@ -1,0 +1,30 @@
+// hyper-agent: PID 1 of a hyperctl sandbox VM. It sets up the guest, says it is ready on the control
+// channel, and serves the host (see docs/guest-protocol.md).
+import CHyperAgent
+import Glibc
+import HyperAgentProtocol
+
+let agentStart = GuestSetup.uptimeNanoseconds()
+
+/// Says why the agent cannot go on, on the serial console the host keeps, and resets the guest.
+func fail(_ message: String) -> Never {
+    let line = Array("hyper-agent: \(message)\n".utf8)
+    let console = open("/dev/console", O_WRONLY | O_NOCTTY)
+    _ = write(console >= 0 ? console : 2, line, line.count)
+    chyper_agent_power_off()
+}
+
+do {
+    try GuestSetup.mountAll()
+    GuestSetup.openStandardStreams()
+    try GuestSetup.loadModules()
+    let signals = chyper_agent_child_signal_fd()
+    guard signals >= 0 else { throw AgentError.system("watch child processes", errno) }
+    let channel = try GuestSetup.openChannel()
+    let agent = Agent(channel: channel, childSignals: signals)
+    agent.send(.ready(AgentReady(kernelRelease: GuestSetup.kernelRelease(), agentStartNanoseconds: agentStart,
+                                 readyNanoseconds: GuestSetup.uptimeNanoseconds())))
+    agent.serve()
+} catch {
+    fail("\(error)")
+}
