@@ -3,6 +3,7 @@
 
 #ifdef __linux__
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,3 +172,45 @@ int chyper_read_lapic_register(int vcpu_fd, unsigned offset, unsigned *value) {
     return 0;
 }
 #endif
+
+int chyper_vcpu_thread_prepare(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = chyper_wakeup_handler;  // No SA_RESTART: KVM_RUN must return EINTR.
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGALRM, &action, NULL) != 0) return -1;
+    sigset_t alarm_only;
+    sigemptyset(&alarm_only);
+    sigaddset(&alarm_only, SIGALRM);
+    if (pthread_sigmask(SIG_UNBLOCK, &alarm_only, NULL) != 0) return -1;
+    return (int)syscall(SYS_gettid);
+}
+
+void chyper_vcpu_kick(struct kvm_run *run, int thread_id) {
+    __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    if (thread_id > 0) syscall(SYS_tgkill, getpid(), thread_id, SIGALRM);
+}
+
+void chyper_vcpu_clear_kick(struct kvm_run *run) { __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST); }
+
+int chyper_irqfd_create(int vm_fd, unsigned gsi) {
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) return -1;
+    struct kvm_irqfd request;
+    memset(&request, 0, sizeof request);
+    request.fd = (unsigned)fd;
+    request.gsi = gsi;
+    if (ioctl(vm_fd, KVM_IRQFD, &request) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+void chyper_irqfd_fire(int event_fd) {
+    unsigned long long one = 1;
+    ssize_t ignored = write(event_fd, &one, sizeof one);
+    (void)ignored;
+}

@@ -84,27 +84,45 @@ public enum FileTree {
         guard count >= 0 else { throw .fileSystem("readlink", path, errno) }
         return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
+}
 
-    /// Reads a regular file in chunks of at most `chunkSize` bytes, calling `body` for each, without
-    /// following a symbolic link at `path`. Sends at most `size` bytes, and pads with zeros when the file
-    /// shrank meanwhile, so the receiver always gets exactly the size the header announced.
-    public static func readChunks(_ path: String, size: UInt64, body: ([UInt8]) throws(AgentProtocolError) -> Void) throws(AgentProtocolError) {
-        // SAFETY: open reads the NUL-terminated path for the call; the descriptor is closed below.
+/// Reads one regular file in chunks for a transfer, without following a symbolic link at its path.
+///
+/// It yields exactly the size the header announced: at most that many bytes, padded with zeros when the
+/// file shrank meanwhile, so the receiver's count always matches.
+public final class FileChunkReader {
+    private let descriptor: Int32
+    private let path: String
+    private var left: UInt64
+
+    /// Opens `path` to send `size` bytes of it.
+    public init(path: String, size: UInt64) throws(AgentProtocolError) {
+        // SAFETY: open reads the NUL-terminated path for the call; the descriptor is closed in deinit.
         let fd = unsafe open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw .fileSystem("open", path, errno) }
-        defer { close(fd) }
-        var left = size
-        var buffer = [UInt8](repeating: 0, count: AgentProtocol.chunkSize)
-        while left > 0 {
-            let wanted = Int(min(left, UInt64(buffer.count)))
-            // SAFETY: read writes at most `wanted` bytes into the buffer, which holds chunkSize >= wanted.
-            let got = unsafe buffer.withUnsafeMutableBytes { unsafe read(fd, $0.baseAddress, wanted) }
+        descriptor = fd
+        self.path = path
+        left = size
+    }
+
+    deinit { close(descriptor) }
+
+    /// The next chunk (at most `AgentProtocol.chunkSize` bytes), or nil once the announced size was sent.
+    public func next() throws(AgentProtocolError) -> [UInt8]? {
+        guard left > 0 else { return nil }
+        let wanted = Int(min(left, UInt64(AgentProtocol.chunkSize)))
+        var buffer = [UInt8](repeating: 0, count: wanted)
+        var got = 0
+        while true {
+            // SAFETY: read writes at most `wanted` bytes into the buffer, which holds exactly that many.
+            got = unsafe buffer.withUnsafeMutableBytes { unsafe read(descriptor, $0.baseAddress, wanted) }
             if got < 0 && errno == EINTR { continue }
-            guard got >= 0 else { throw .fileSystem("read", path, errno) }
-            let chunk = got == 0 ? [UInt8](repeating: 0, count: wanted) : Array(buffer[0..<got])
-            try body(chunk)
-            left -= UInt64(chunk.count)
+            break
         }
+        guard got >= 0 else { throw .fileSystem("read", path, errno) }
+        let chunk = got == 0 ? buffer : Array(buffer[0..<got])  // Zeros when the file shrank.
+        left -= UInt64(chunk.count)
+        return chunk
     }
 }
 

@@ -80,6 +80,7 @@ final class ScriptedVCPU: VirtualCPU {
     private let recording: ScriptedHypervisor.Recording
     private var general = X86Registers()
     private var special = X86SpecialRegisters()
+    private let stopRequested = Atomic<Bool>(false)
 
     init(script: [ScriptedHypervisor.Step], recording: ScriptedHypervisor.Recording) {
         self.script = script
@@ -98,8 +99,11 @@ final class ScriptedVCPU: VirtualCPU {
     }
 
     /// Replays the script; a script that runs out ends like a guest halted for good.
+    func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+
     func run(bus: MachineBus, deadline: UInt64?) throws(HyperError) -> VMExit {
         for step in script {
+            if stopRequested.load(ordering: .relaxed) { return .stopped }
             switch step {
             case let .portWrite(port, size, value): bus.writePort(port, size: size, value: value)
             case let .portRead(port, size): recording.read(bus.readPort(port, size: size))

@@ -7,9 +7,9 @@ import Hyper
 public struct KVMBackend: Backend {
     public let name = "kvm"
     public let isolation = IsolationLevel.hardwareVM
-    public let capabilities: Set<SandboxFeature> = []
-    /// Linux microVM sandboxes come with the virtio devices and the guest agent; raw `boot` works now.
-    public let launchesSandboxes = false
+    /// What a microVM enforces: its size (memory, vCPUs), a process limit (a cgroup in the guest), the time
+    /// limit, and stdin or a terminal relayed through the guest agent. There is no network device at all.
+    public let capabilities: Set<SandboxFeature> = [.memoryLimit, .cpuLimit, .pidsLimit, .timeout, .interactive, .tty]
     private let gatherFacts: @Sendable () -> KVMHostFacts
 
     /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.
@@ -35,7 +35,21 @@ public struct KVMBackend: Backend {
             throw error.hyperError
         }
         try checkSupport(spec, options: options)
-        throw KVMError.notImplemented("launching Linux microVM sandboxes").hyperError
+        let kit: GuestKit
+        switch (options.kernelPath, options.initrdPath) {
+        case let (kernel?, initrd?): kit = GuestKit(kernelPath: kernel, initrdPath: initrd)
+        case (nil, nil): kit = try GuestKit.locate()
+        case let (kernel, initrd):
+            let base = try GuestKit.locate()
+            kit = GuestKit(kernelPath: kernel ?? base.kernelPath, initrdPath: initrd ?? base.initrdPath)
+        }
+        #if os(Linux)
+        // An unaccelerated host is allowed here only when forced; its guests boot very slowly.
+        let bootTimeout: Duration = options.allowUnaccelerated && probe().isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
+        return try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        #else
+        throw KVMError.unavailable("KVM needs Linux").hyperError
+        #endif
     }
 
     /// Boots a raw VM. Unlike sandboxes, this also runs on unaccelerated KVM: small guests run fine there.

@@ -30,8 +30,24 @@ enum KVMLayout {
     static let identityMapAddress: UInt64 = 0xFFFB_C000
 }
 
+/// An irqfd bound to one GSI of a VM's in-kernel IOAPIC.
+final class KVMInterruptTrigger: InterruptTrigger {
+    let eventDescriptor: Int32
+    /// Keeps the VM (and so the binding) alive as long as the trigger.
+    private let machine: KVMVirtualMachine
+
+    init(eventDescriptor: Int32, machine: KVMVirtualMachine) {
+        self.eventDescriptor = eventDescriptor
+        self.machine = machine
+    }
+
+    deinit { close(eventDescriptor) }
+
+    func fire() { chyper_irqfd_fire(eventDescriptor) }
+}
+
 /// One KVM virtual machine.
-final class KVMVirtualMachine: VirtualMachine {
+final class KVMVirtualMachine: VirtualMachine, @unchecked Sendable {
     let memory: GuestMemory
     let systemDescriptor: Int32
     let descriptor: Int32
@@ -83,6 +99,13 @@ final class KVMVirtualMachine: VirtualMachine {
         } catch {
             throw error.hyperError
         }
+    }
+
+    /// An irqfd: one eventfd write delivers the interrupt in the kernel, from any thread, without an ioctl.
+    func makeInterruptTrigger(line: UInt32) throws(HyperError) -> any InterruptTrigger {
+        let fd = chyper_irqfd_create(descriptor, line)
+        guard fd >= 0 else { throw KVMError.systemCall(operation: "KVM_IRQFD (GSI \(line))", errorNumber: errno).hyperError }
+        return KVMInterruptTrigger(eventDescriptor: fd, machine: self)
     }
 
     func setInterruptLine(_ line: UInt32, active: Bool) throws(HyperError) {

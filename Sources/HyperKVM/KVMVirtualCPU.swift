@@ -2,14 +2,18 @@
 import CHyperKVM
 import Glibc
 import Hyper
+import Synchronization
 
 /// One KVM vCPU: its descriptor and its shared `kvm_run` area.
-final class KVMVirtualCPU: VirtualCPU {
+final class KVMVirtualCPU: VirtualCPU, @unchecked Sendable {
     private let machine: KVMVirtualMachine
     private let descriptor: Int32
     /// The host address of the mmap'd `kvm_run` area, kept as an integer; `runArea` makes the pointer.
     private let runAreaAddress: UInt
     private let runAreaSize: Int
+    /// Set by `requestStop`; the thread inside `run` (0 when none) is kicked out of KVM_RUN.
+    private let stopRequested = Atomic<Bool>(false)
+    private let runningThread = Atomic<Int32>(0)
 
     // KVM exit reasons (include/uapi/linux/kvm.h).
     static let exitIO: UInt32 = 2, exitHalt: UInt32 = 5, exitMMIO: UInt32 = 6, exitShutdown: UInt32 = 8
@@ -166,7 +170,17 @@ final class KVMVirtualCPU: VirtualCPU {
 
     private var currentRIP: UInt64 { (try? registers().rip) ?? 0 }
 
+    func requestStop() {
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        // SAFETY: the run area stays mapped for this object's lifetime; the shim writes one field atomically.
+        unsafe chyper_vcpu_kick(runArea, runningThread.load(ordering: .sequentiallyConsistent))
+    }
+
     func run(bus: MachineBus, deadline: UInt64?) throws(HyperError) -> VMExit {
+        let thread = chyper_vcpu_thread_prepare()
+        guard thread > 0 else { throw KVMError.systemCall(operation: "prepare the vCPU thread", errorNumber: errno).hyperError }
+        runningThread.store(thread, ordering: .sequentiallyConsistent)
+        defer { runningThread.store(0, ordering: .sequentiallyConsistent) }
         // SAFETY: the timer handle is a plain C struct owned by this frame and disarmed before it ends.
         var wakeup = unsafe chyper_wakeup()
         if let deadline {
@@ -179,6 +193,7 @@ final class KVMVirtualCPU: VirtualCPU {
         // SAFETY: as above.
         defer { unsafe chyper_wakeup_disarm(&wakeup) }
         while true {
+            if stopRequested.load(ordering: .sequentiallyConsistent) { return .stopped }
             if let deadline, HostSystem.monotonicNanoseconds() >= deadline { return .timedOut }
             let result = chyper_ioctl_value(descriptor, chyper_KVM_RUN(), 0)
             if result < 0 {

@@ -252,7 +252,8 @@ final class Agent {
                 }
                 send(.file(header))
                 if header.kind == .regular {
-                    try FileTree.readChunks(root + "/" + header.path, size: header.size) { chunk in send(.fileData(chunk)) }
+                    let reader = try FileChunkReader(path: root + "/" + header.path, size: header.size)
+                    while let chunk = try reader.next() { send(.fileData(chunk)) }
                 }
             }
             // Children before their directories.

@@ -88,5 +88,21 @@ int chyper_configure_lint(int vcpu_fd);
 /// Reads a 32-bit local APIC register at `offset`. Returns 0, or -1 with errno.
 int chyper_read_lapic_register(int vcpu_fd, unsigned offset, unsigned *value);
 
+// MARK: Stopping a vCPU thread from another thread, and interrupts through irqfd.
+
+/// Prepares the calling (vCPU) thread to be kicked: installs the no-op SIGALRM handler and unblocks it.
+/// Returns the thread id, or -1 with errno.
+int chyper_vcpu_thread_prepare(void);
+/// Makes KVM_RUN on `run`'s vCPU return at once (immediate_exit) and interrupts thread `thread_id` if it
+/// is inside KVM_RUN now (when thread_id > 0).
+void chyper_vcpu_kick(struct kvm_run *run, int thread_id);
+/// Clears immediate_exit before the vCPU runs again.
+void chyper_vcpu_clear_kick(struct kvm_run *run);
+
+/// Creates an eventfd and binds it to `gsi` with KVM_IRQFD. Returns the eventfd, or -1 with errno.
+int chyper_irqfd_create(int vm_fd, unsigned gsi);
+/// Fires an irqfd.
+void chyper_irqfd_fire(int event_fd);
+
 #endif // __linux__
 #endif // CHYPERKVM_H

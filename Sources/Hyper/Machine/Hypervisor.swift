@@ -14,6 +14,37 @@ public protocol VirtualMachine: AnyObject {
     func makeVCPU(index: Int) throws(HyperError) -> any VirtualCPU
     /// Raises or lowers an interrupt line of the (in-kernel, where the accelerator has one) interrupt controller.
     func setInterruptLine(_ line: UInt32, active: Bool) throws(HyperError)
+    /// Returns a trigger that pulses an edge-triggered line from any thread (KVM: an irqfd).
+    func makeInterruptTrigger(line: UInt32) throws(HyperError) -> any InterruptTrigger
+}
+
+/// Pulses one edge-triggered interrupt line; safe to call from any thread.
+public protocol InterruptTrigger: AnyObject, Sendable {
+    /// Delivers one interrupt.
+    func fire()
+}
+
+/// A trigger that pulses the line through `setInterruptLine`, for accelerators without a faster path.
+public final class LineInterruptTrigger: InterruptTrigger, @unchecked Sendable {
+    private let machine: any VirtualMachine
+    private let line: UInt32
+
+    /// Creates a trigger for `line` of `machine`.
+    public init(machine: any VirtualMachine, line: UInt32) {
+        self.machine = machine
+        self.line = line
+    }
+
+    public func fire() {
+        try? machine.setInterruptLine(line, active: true)
+        try? machine.setInterruptLine(line, active: false)
+    }
+}
+
+extension VirtualMachine {
+    public func makeInterruptTrigger(line: UInt32) throws(HyperError) -> any InterruptTrigger {
+        LineInterruptTrigger(machine: self, line: line)
+    }
 }
 
 /// One virtual CPU. Its state moves in and out as plain values, so it can be saved and restored.
@@ -30,6 +61,8 @@ public protocol VirtualCPU: AnyObject {
     /// `bus` inside; only halts, shutdowns, resets, timeouts and failures come back.
     /// - Parameter deadline: a `HostSystem.monotonicNanoseconds()` instant after which the run ends `.timedOut`.
     func run(bus: MachineBus, deadline: UInt64?) throws(HyperError) -> VMExit
+    /// Makes the current `run` (or the next one) return `.stopped` soon. Safe to call from any thread.
+    func requestStop()
 }
 
 /// Why a vCPU stopped running.
@@ -44,6 +77,8 @@ public enum VMExit: Equatable, Sendable {
     case shutdown(rip: UInt64)
     /// The wall-clock deadline passed.
     case timedOut
+    /// Another thread asked the vCPU to stop (`requestStop`).
+    case stopped
     /// The accelerator could not go on: an emulation failure, a failed VM entry, an unknown exit.
     case failure(reason: String, rip: UInt64)
 }

@@ -150,6 +150,11 @@ public struct LaunchOptions: Sendable {
     public var faults: [PhaseFault] = []
     /// Lets a hardware-VM backend run on a host without hardware acceleration (very slow).
     public var allowUnaccelerated = false
+    /// For microVM backends: the guest kernel and initramfs, instead of the default guest kit.
+    public var kernelPath: String?
+    public var initrdPath: String?
+    /// For microVM backends: a file that gets a copy of the guest's serial console.
+    public var guestConsolePath: String?
 
     /// Creates default options.
     public init() {}
@@ -169,4 +174,10 @@ public protocol SandboxHandle: AnyObject, Sendable {
     func kill() throws(HyperError)
     /// The phases reached so far, in order.
     var timeline: [PhaseEvent] { get }
+    /// Backend-specific facts for the report (the guest's own boot times, for example).
+    var reportDetails: [(String, JSONValue)] { get }
+}
+
+extension SandboxHandle {
+    public var reportDetails: [(String, JSONValue)] { [] }
 }

@@ -14,6 +14,9 @@ enum RunCommand: CLICommand {
         OptionSpec(["--fake-fault"], value: "PHASE[:fail|hang]", repeatable: true,
                    help: "Inject a fault (fake backend) into a phase: create, boot, agent-ready, start, exit"),
         OptionSpec(["--allow-unaccelerated"], help: "Let kvm run on a host without hardware virtualization (very slow)"),
+        OptionSpec(["--kernel"], value: "FILE", help: "kvm: the guest kernel (bzImage or PVH ELF) instead of the guest kit's"),
+        OptionSpec(["--initrd"], value: "FILE", help: "kvm: the guest initramfs instead of the guest kit's"),
+        OptionSpec(["--guest-console"], value: "FILE", help: "kvm: copy the guest's serial console to FILE"),
         OptionSpec(["--verbose", "-v"], help: "Say which backend was picked and why"),
     ]
     static let discussion = """
@@ -33,6 +36,10 @@ enum RunCommand: CLICommand {
         }
         for text in arguments.all("--fake-fault") { options.faults.append(try PhaseFault.parse(text)) }
         options.allowUnaccelerated = arguments.has("--allow-unaccelerated")
+        let cwd = context.currentDirectory
+        options.kernelPath = arguments.value("--kernel").map { SandboxSpec.absolute($0, base: cwd) }
+        options.initrdPath = arguments.value("--initrd").map { SandboxSpec.absolute($0, base: cwd) }
+        options.guestConsolePath = arguments.value("--guest-console").map { SandboxSpec.absolute($0, base: cwd) }
 
         let selection = try context.registry.select(arguments.value("--backend") ?? BackendRegistry.automaticName)
         let backend = selection.backend
@@ -57,7 +64,8 @@ enum RunCommand: CLICommand {
                 throw error
             }
             if let reportPath {
-                let report = SandboxReport(backend: backend.name, spec: spec, timeline: handle.timeline, status: status, details: details)
+                let report = SandboxReport(backend: backend.name, spec: spec, timeline: handle.timeline, status: status,
+                                           details: details + handle.reportDetails)
                 try write(report, to: reportPath)
             }
             if status == .timedOut, let limit = spec.limits.timeout {

@@ -1,0 +1,180 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A host thread running one closure; `join` waits for it.
+///
+/// The microVM runs each vCPU and the host side of the guest session on threads of their own.
+public final class HostThread: @unchecked Sendable {
+    private final class Body {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+
+    private let handle: pthread_t
+    private var joined = false
+
+    private init(handle: pthread_t) { self.handle = handle }
+
+    /// Starts `body` on a new thread.
+    public static func start(_ body: @escaping @Sendable () -> Void) throws(HyperError) -> HostThread {
+        let context = unsafe Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        // SAFETY: the context pointer is a retained Body that the thread takes over exactly once.
+        let result = unsafe pthread_create(&thread, nil, { raw in
+            guard let raw = unsafe raw else { return nil }
+            unsafe Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard result == 0 else {
+            // SAFETY: the thread was not created, so the retained context is still ours to release.
+            unsafe Unmanaged<Body>.fromOpaque(context).release()
+            throw HyperError(.hostFailure, "cannot start a thread: \(HostSystem.errorText(result))")
+        }
+        return HostThread(handle: thread)
+    }
+
+    /// Waits for the thread to finish. Call it from one thread, once.
+    public func join() {
+        guard !joined else { return }
+        joined = true
+        // SAFETY: the handle is a joinable thread created above and joined only once.
+        _ = pthread_join(handle, nil)
+    }
+}
+
+/// A wake-up flag another thread can raise and a `poll` loop can wait on (a non-blocking self-pipe).
+public final class HostEvent: Sendable {
+    /// The descriptor to poll for reading.
+    public let descriptor: Int32
+    private let writeEnd: Int32
+
+    /// Creates the event.
+    public init() throws(HyperError) {
+        var ends: [Int32] = [-1, -1]
+        // SAFETY: pipe writes exactly two descriptors into the two-element array.
+        guard unsafe pipe(&ends) == 0 else { throw HyperError(.hostFailure, "cannot create a pipe: \(HostSystem.errorText(errno))") }
+        for fd in ends {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+        }
+        descriptor = ends[0]
+        writeEnd = ends[1]
+    }
+
+    deinit {
+        close(descriptor)
+        close(writeEnd)
+    }
+
+    /// Raises the flag; safe from any thread. (A full pipe means it is raised already.)
+    public func signal() {
+        var one: UInt8 = 1
+        // SAFETY: writes one byte from a local.
+        _ = unsafe write(writeEnd, &one, 1)
+    }
+
+    /// Lowers the flag.
+    public func clear() {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        // SAFETY: reads at most 256 bytes into the array.
+        while unsafe buffer.withUnsafeMutableBytes({ unsafe read(descriptor, $0.baseAddress, 256) }) > 0 {}
+    }
+}
+
+extension HostSystem {
+    /// Waits until one of `descriptors` is ready for reading (or hung up), or `milliseconds` pass (-1: no
+    /// limit). Returns, per descriptor, whether it is ready.
+    public static func waitReadable(_ descriptors: [Int32], milliseconds: Int32) -> [Bool] {
+        var entries = descriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        // SAFETY: poll reads and writes exactly `entries.count` pollfd values in the array.
+        let result = unsafe poll(&entries, nfds_t(entries.count), milliseconds)
+        guard result > 0 else { return descriptors.map { _ in false } }
+        return entries.map { $0.revents != 0 }
+    }
+
+    /// Reads up to `count` bytes at `offset` of a file; fewer at its end.
+    public static func readAt(_ fd: Int32, count: Int, offset: UInt64) throws(HostCallError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            // SAFETY: pread writes at most `count - done` bytes inside the array.
+            let got = unsafe bytes.withUnsafeMutableBytes { unsafe pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            if got < 0 && errno == EINTR { continue }
+            guard got >= 0 else { throw HostCallError(operation: "read", subject: "descriptor \(fd)", errorNumber: errno) }
+            if got == 0 { break }
+            done += got
+        }
+        return Array(bytes[0..<done])
+    }
+
+    /// Writes all of `bytes` at `offset` of a file.
+    public static func writeAt(_ fd: Int32, _ bytes: [UInt8], offset: UInt64) throws(HostCallError) {
+        var done = 0
+        while done < bytes.count {
+            // SAFETY: pwrite reads `bytes.count - done` bytes from inside the array.
+            let wrote = unsafe bytes.withUnsafeBytes { unsafe pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
+            if wrote < 0 && errno == EINTR { continue }
+            guard wrote > 0 else { throw HostCallError(operation: "write", subject: "descriptor \(fd)", errorNumber: errno) }
+            done += wrote
+        }
+    }
+
+    /// Opens a file for reading, or reading and writing; returns the descriptor and the file's size.
+    public static func openFile(_ path: String, writable: Bool) throws(HostCallError) -> (descriptor: Int32, size: UInt64) {
+        // SAFETY: open reads the NUL-terminated path for the call.
+        let fd = unsafe open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
+        guard fd >= 0 else { throw HostCallError(operation: "open", subject: path, errorNumber: errno) }
+        var info = stat()
+        // SAFETY: fstat writes only into `info`, a local of the right type.
+        guard unsafe fstat(fd, &info) == 0 else {
+            let number = errno
+            close(fd)
+            throw HostCallError(operation: "stat", subject: path, errorNumber: number)
+        }
+        return (fd, UInt64(info.st_size))
+    }
+
+    /// Flushes a file to its storage.
+    public static func synchronize(_ fd: Int32) -> Bool { fdatasync(fd) == 0 }
+
+    /// Closes a descriptor.
+    public static func closeDescriptor(_ fd: Int32) { close(fd) }
+}
+
+extension HostSystem {
+    /// Creates (or truncates) a file for writing and returns its descriptor.
+    public static func createFile(_ path: String) throws(HostCallError) -> Int32 {
+        // SAFETY: open reads the NUL-terminated path for the call.
+        let fd = unsafe open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw HostCallError(operation: "create", subject: path, errorNumber: errno) }
+        return fd
+    }
+
+    /// The window size of the terminal on `descriptor`, or nil when it is not a terminal.
+    public static func windowSize(_ descriptor: Int32) -> (rows: UInt16, columns: UInt16)? {
+        var size = winsize()
+        // SAFETY: TIOCGWINSZ writes one winsize into the local.
+        guard unsafe ioctl(descriptor, UInt(TIOCGWINSZ), &size) == 0 else { return nil }
+        return (size.ws_row, size.ws_col)
+    }
+}
+
+/// A value shared between threads behind a lock, as a reference that closures can capture.
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    /// Creates the box.
+    public init(_ value: Value) { mutex = Mutex(value) }
+
+    /// Runs `body` with the value, under the lock.
+    public func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result {
+        mutex.withLock { value in body(&value) }
+    }
+
+    /// The current value.
+    public var value: Value { mutex.withLock { $0 } }
+}

@@ -1,0 +1,84 @@
+#!/bin/busybox sh
+# /init of the nested harness's L1: loads kvm-amd, then checks `hyperctl run --backend kvm` end to end,
+# each run booting the guest kit's kernel as L2. Prints PASS/FAIL lines and "RESULT passed failed".
+/bin/busybox --install -s /bin 2>/dev/null
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+for module in $(cat /modules/order); do insmod "$module" || echo "INFO insmod $module failed"; done
+export HOME=/root HYPERCTL_GUEST_KIT=/kit PATH=/bin:/usr/bin:/sbin:/usr/sbin
+
+passed=0
+failed=0
+check() {
+    name="$1"
+    shift
+    if "$@"; then
+        echo "PASS $name"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $name"
+        failed=$((failed + 1))
+    fi
+}
+run() { hyperctl run --backend kvm "$@"; }
+
+[ -c /dev/kvm ] || echo "INFO /dev/kvm is missing"
+hyperctl backends | sed 's/^/INFO /'
+
+mkdir -p /ws
+cd /ws
+echo "from the host" > /ws/in.txt
+
+out="$(run --report /tmp/echo.json -- echo hello 2>/tmp/err)"; code=$?
+check "echo output" [ "$code" = 0 -a "$out" = hello ]
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+
+run -- true; code=$?
+check "exit code 0" [ "$code" = 0 ]
+
+run -- sh -c 'exit 42'; code=$?
+check "exit code 42" [ "$code" = 42 ]
+
+run -- no-such-command 2>/tmp/err; code=$?
+check "exit code 127 (command not found)" [ "$code" = 127 ] && grep -q "command not found" /tmp/err
+
+run -- sh -c 'kill -TERM $$'; code=$?
+check "exit code 143 (killed by SIGTERM)" [ "$code" = 143 ]
+
+out="$(echo "piped in" | run -i -- cat)"; code=$?
+check "stdin passthrough" [ "$code" = 0 -a "$out" = "piped in" ]
+
+out="$(run -w /ws -- sh -c 'cat in.txt; echo written > out.txt; mkdir -p sub; echo deep > sub/file; rm in.txt; echo err >&2' 2>/tmp/err)"; code=$?
+check "workspace in" [ "$code" = 0 -a "$out" = "from the host" ]
+check "workspace file back" [ "$(cat /ws/out.txt 2>/dev/null)" = written -a "$(cat /ws/sub/file 2>/dev/null)" = deep ]
+check "workspace removal back" [ ! -e /ws/in.txt ]
+check "stderr passthrough" [ "$(cat /tmp/err)" = err ]
+
+guest="$(run -- uname -r)"
+check "guest kernel is its own (L1 $(uname -r), guest $guest)" [ -n "$guest" -a "$guest" != "$(uname -r)" ]
+guest_boot="$(run -- cat /proc/sys/kernel/random/boot_id)"
+check "guest boot id differs from L1's" [ -n "$guest_boot" -a "$guest_boot" != "$(cat /proc/sys/kernel/random/boot_id)" ]
+
+run --memory 256M --cpus 2 -- sh -c 'test $(grep -c ^processor /proc/cpuinfo) = 2 && test $(sed -n "s/MemTotal: *\([0-9]*\).*/\1/p" /proc/meminfo) -lt 262144'; code=$?
+check "limits size the VM (2 vCPUs, 256 MiB)" [ "$code" = 0 ]
+
+run -- sh -c 'echo c > /proc/sysrq-trigger' 2>/tmp/err; code=$?
+check "guest panic ends with a clear error (125)" [ "$code" = 125 ] && grep -q "stopped before the command finished" /tmp/err
+sed 's/^/INFO   /' /tmp/err | head -3
+
+run --timeout 20s --initrd /kit/hang.cpio -- true 2>/tmp/err; code=$?
+check "hung guest ends with the timeout code (124)" [ "$code" = 124 ]
+
+run --timeout 20s -- sleep 1000 2>/tmp/err; code=$?
+check "hung command ends with the timeout code (124)" [ "$code" = 124 ] && grep -q "timed out" /tmp/err
+
+# The phase timeline of the first run, and each phase's share of the total.
+if [ -f /tmp/echo.json ]; then
+    tr -d '\n ' < /tmp/echo.json | grep -o '"timeline":\[[^]]*\]' | sed 's/^/INFO /'
+fi
+
+echo "RESULT $passed $failed"
+sync
+poweroff -f
