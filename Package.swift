@@ -46,6 +46,7 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"], .when(configuration: .release))]
         ),
 
+        .testTarget(name: "HyperAgentProtocolTests", dependencies: ["HyperAgentProtocol"]),
         .testTarget(name: "HyperTests", dependencies: ["Hyper"]),
         .testTarget(name: "HyperKVMTests", dependencies: ["HyperKVM", "CHyperKVM"]),
         .testTarget(name: "HyperProcessTests", dependencies: ["HyperProcess"]),

@@ -165,12 +165,12 @@ public final class FileTreeWriter {
     }
 
     /// Opens (creating as needed) the directory that holds the last component, never following links.
-    private func openParent(_ components: [String], path: String) throws(AgentProtocolError) -> Int32 {
+    private func openParent(_ components: [String], path: String, create: Bool = true) throws(AgentProtocolError) -> Int32 {
         var fd = dup(rootDescriptor)
         guard fd >= 0 else { throw .fileSystem("dup", path, errno) }
         for name in components.dropLast() {
             var next = unsafe openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            if next < 0 && errno == ENOENT {
+            if next < 0 && errno == ENOENT && create {
                 if unsafe mkdirat(fd, name, 0o755) == 0 { chownNew(fd, name) }
                 next = unsafe openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             }
@@ -290,7 +290,7 @@ public final class FileTreeWriter {
         }
         let parent: Int32
         do {
-            parent = try openParent(components, path: path)
+            parent = try openParent(components, path: path, create: false)
         } catch {
             return  // Its directory is gone already.
         }

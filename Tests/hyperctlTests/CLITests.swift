@@ -130,12 +130,14 @@ struct RunCommandTests {
 }
 
 /// The real kvm backend as it will be once its sandboxes exist: the same probe, but `launchesSandboxes`.
-struct KVMThatLaunches: Backend {
+/// The kvm backend as it was before it launched sandboxes, to check that `auto` passes over such a backend.
+struct KVMThatCannotLaunch: Backend {
     let inner: KVMBackend
     init(facts: @escaping @Sendable () -> KVMHostFacts) { inner = KVMBackend(facts: facts) }
     var name: String { inner.name }
     var isolation: IsolationLevel { inner.isolation }
     var capabilities: Set<SandboxFeature> { inner.capabilities }
+    var launchesSandboxes: Bool { false }
     func probe() -> ProbeResult { inner.probe() }
     func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
         try inner.launch(spec, options: options)
@@ -174,21 +176,21 @@ struct BackendSelectionTests {
         return facts
     }
 
-    @Test func autoPicksAcceleratedKVMOnlyOnceItLaunchesSandboxes() throws {
+    @Test func autoPicksAcceleratedKVM() throws {
         // The rule: a hardware VM that works and is accelerated wins...
-        var withLaunching = registry(kvm: Self.acceleratedKVM, processAvailable: true)
-        withLaunching.register(KVMThatLaunches(facts: Self.acceleratedKVM))
-        #expect(try withLaunching.select("auto").backend.name == "kvm")
-        // ...but today's kvm backend cannot launch sandboxes yet, so auto says so and takes process.
-        let today = try registry(kvm: Self.acceleratedKVM, processAvailable: true).select("auto")
-        #expect(today.backend.name == "process")
-        #expect(today.reason.contains("kvm: hardware-accelerated (svm)") && today.reason.contains("sandboxes are not implemented yet"))
+        let selection = try registry(kvm: Self.acceleratedKVM, processAvailable: true).select("auto")
+        #expect(selection.backend.name == "kvm")
+        #expect(selection.reason.contains("strongest working isolation (hardware-vm)"))
+        // ...but only a backend that launches sandboxes: otherwise auto says so and takes the next one.
+        var withoutLaunching = registry(kvm: Self.acceleratedKVM, processAvailable: true)
+        withoutLaunching.register(KVMThatCannotLaunch(facts: Self.acceleratedKVM))
+        let fallback = try withoutLaunching.select("auto")
+        #expect(fallback.backend.name == "process")
+        #expect(fallback.reason.contains("kvm: hardware-accelerated (svm)") && fallback.reason.contains("sandboxes are not implemented yet"))
     }
 
     @Test func autoPassesOverUnacceleratedKVM() throws {
-        var registry = registry(kvm: Self.softwareKVM, processAvailable: true)
-        registry.register(KVMThatLaunches(facts: Self.softwareKVM))
-        let selection = try registry.select("auto")
+        let selection = try registry(kvm: Self.softwareKVM, processAvailable: true).select("auto")
         #expect(selection.backend.name == "process")
         #expect(selection.reason.contains("passed over kvm: present, not hardware-accelerated"))
     }

@@ -1,0 +1,77 @@
+import HyperAgentProtocol
+import Testing
+
+@Suite("Agent protocol frames")
+struct AgentMessageTests {
+    static let samples: [AgentMessage] = [
+        .exec(AgentExec(arguments: ["sh", "-c", "echo ünïcode"], environment: ["PATH=/bin", "A="], workingDirectory: "/work",
+                        interactive: true, tty: true, rows: 50, columns: 132, pidsLimit: 64)),
+        .stdin(Array("input".utf8)), .stdin([]), .signal(15), .resize(rows: 40, columns: 100), .shutdown,
+        .filesBegin(root: "/work/space"),
+        .file(FileHeader(path: "dir/file.txt", kind: .regular, mode: 0o755, modificationNanoseconds: 1_700_000_000_123_456_789, size: 3)),
+        .file(FileHeader(path: "link", kind: .symbolicLink, mode: 0o777, modificationNanoseconds: -5, linkTarget: "../elsewhere")),
+        .fileData([0, 1, 2]), .removed("gone/file"), .filesEnd,
+        .ready(AgentReady(kernelRelease: "6.1.0", agentStartNanoseconds: 1, readyNanoseconds: 2)),
+        .started(pid: 42), .stdout(Array(repeating: 0xFF, count: 70_000)), .stderr([10]),
+        .exited(.exited(127)), .exited(.signaled(9)), .failure("it broke"),
+    ]
+
+    @Test func everyMessageRoundTripsEvenByteByByte() throws {
+        let stream = Self.samples.flatMap(\.frame)
+        var whole = FrameDecoder()
+        whole.append(stream)
+        var decoded: [AgentMessage] = []
+        while let message = try whole.next() { decoded.append(message) }
+        #expect(decoded == Self.samples)
+
+        var trickle = FrameDecoder()
+        decoded = []
+        for byte in stream {
+            trickle.append([byte])
+            while let message = try trickle.next() { decoded.append(message) }
+        }
+        #expect(decoded == Self.samples)
+        #expect(trickle.pendingCount == 0)
+    }
+
+    @Test(arguments: [
+        ([0x00, 0x00, 0x20, 0x00] as [UInt8], "over"),                  // 2 MiB frame
+        ([0x00, 0x00, 0x00, 0x00], "over"),                             // empty frame
+        ([0x01, 0x00, 0x00, 0x00, 0x7F], "unknown message type 0x7f"),
+        ([0x06, 0x00, 0x00, 0x00, 0x03, 1, 0, 0, 0, 9], "trailing"),    // signal with an extra byte
+        ([0x05, 0x00, 0x00, 0x00, 0x85, 9, 0, 0, 0], "9-byte field"),   // failure text longer than the frame
+        ([0x09, 0x00, 0x00, 0x00, 0x85, 4, 0, 0, 0, 0xFF, 0xFE, 0x41, 0x41], "not UTF-8"),
+        ([0x09, 0x00, 0x00, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
+        ([0x06, 0x00, 0x00, 0x00, 0x85, 1, 0, 0, 0, 0], "NUL"),
+    ])
+    func malformedFramesAreErrorsNotCrashes(bytes: [UInt8], expected: String) {
+        var decoder = FrameDecoder()
+        decoder.append(bytes)
+        #expect {
+            _ = try decoder.next()
+        } throws: { error in
+            "\(error)".contains(expected)
+        }
+    }
+
+    @Test func randomBytesNeverCrashTheDecoder() {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func nextByte() -> UInt8 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return UInt8(truncatingIfNeeded: state >> 33)
+        }
+        var errors = 0
+        for _ in 0..<2000 {
+            var decoder = FrameDecoder()
+            // A plausible length and type, then noise: reaches the payload readers, not just the length check.
+            let length = Int(nextByte() % 40) + 1
+            decoder.append([UInt8(length), 0, 0, 0] + [[0x01, 0x40, 0x80, 0x84, 0x85, 0x44].randomElement()!] + (0..<length).map { _ in nextByte() })
+            do {
+                while try decoder.next() != nil {}
+            } catch {
+                errors += 1
+            }
+        }
+        #expect(errors > 1000)
+    }
+}
