@@ -77,7 +77,8 @@ add_module() {
 for name in virtio_mmio "${wanted[@]}"; do add_module "$name"; done
 
 root="$work/root"
-mkdir -p "$root"/{bin,sbin,etc/hyper,proc,sys,dev,tmp,run,root,usr/bin,usr/sbin,lib/modules/"$release"}
+mkdir -p "$root"/{bin,sbin,etc/hyper,proc,sys,dev,tmp,run,root,mnt,usr/bin,usr/sbin,lib/modules/"$release"}
+ln -s /proc/mounts "$root/etc/mtab"
 install -m 0755 "$agent" "$root/init"
 strip "$root/init"
 install -m 0755 /bin/busybox "$root/bin/busybox"

@@ -46,7 +46,9 @@ public struct KVMBackend: Backend {
         #if os(Linux)
         // An unaccelerated host is allowed here only when forced; its guests boot very slowly.
         let bootTimeout: Duration = options.allowUnaccelerated && probe().isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
-        return try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        let signals: KVMSignalRelay
+        do { signals = try KVMSignalRelay() } catch { throw error.hyperError }
+        return try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: KVMHypervisor(), signals: signals, bootTimeout: bootTimeout)
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
         #endif

@@ -46,7 +46,7 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,root,kit,modules,et
 install -m 0755 /bin/busybox "$root/bin/busybox"
 for applet in $(/bin/busybox --list-full); do [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"; done
 install -m 0755 "$hyperctl" "$root/bin/hyperctl"
-cp "$kit/vmlinuz" "$kit/initramfs.cpio" "$root/kit/"
+cp "$kit/vmlinuz" "$kit/initramfs.cpio" "$kit/initramfs.cpio.lz4" "$root/kit/"
 install -m 0755 "$here/checks.sh" "$root/init"
 
 # kvm-amd and what it needs, dependencies first (from each module's modinfo section).
@@ -70,6 +70,11 @@ install -m 0755 /bin/busybox "$hang/bin/busybox"
 printf '#!/bin/busybox sh\n/bin/busybox sleep 100000\n' > "$hang/init"
 chmod 0755 "$hang/init"
 (cd "$hang" && find . | cpio --quiet -o -H newc -R 0:0) > "$root/kit/hang.cpio"
+
+# A data disk for the virtio-blk check: ext4 made from a folder, no mount needed.
+mkdir -p "$work/disk"
+echo "from the disk" > "$work/disk/hello"
+mke2fs -q -t ext4 -d "$work/disk" -L data "$root/kit/data.img" 8M
 
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$work/l1.cpio"
 say "booting L1 ($release) under TCG with SVM; L2 is the guest kit's kernel ($(cat "$kit/release"))"

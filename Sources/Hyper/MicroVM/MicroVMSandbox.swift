@@ -19,10 +19,14 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     static let inputWindow = 256 * 1024
     /// The guest kernel's command line (the console on COM1, reset through the i8042 on reboot and panic).
     public static let kernelCommandLine = "console=ttyS0 reboot=k panic=-1 quiet pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+    /// SIGWINCH, and the signals that end a sandbox whose command has not started (INT, TERM, HUP, QUIT).
+    static let windowChange: Int32 = 28
+    static let endingSignals: Set<Int32> = [2, 15, 1, 3]
     /// The default guest memory when the spec sets no memory limit.
     public static let defaultMemory: UInt64 = 512 << 20
 
     private let spec: SandboxSpec
+    private let signals: (any SignalRelay)?
     private let launchTime: UInt64
     private let bootTimeout: Duration
     private let vm: MicroVM
@@ -39,8 +43,11 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private let session = Mutex<HostThread?>(nil)
 
     /// Builds and starts the microVM for `spec` on `hypervisor`.
-    public init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, bootTimeout: Duration = defaultBootTimeout) throws(HyperError) {
+    /// - Parameter signals: signals to relay to the command (hyperctl's own), when given.
+    public init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
+                bootTimeout: Duration = defaultBootTimeout) throws(HyperError) {
         launchTime = HostSystem.monotonicNanoseconds()
+        self.signals = signals
         self.spec = spec
         self.bootTimeout = bootTimeout
         streams = options.streams
@@ -71,7 +78,12 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
         let configuration = MicroVM.Configuration(kernel: kernel, kernelName: kit.kernelPath, initrd: initrd, commandLine: Self.kernelCommandLine,
                                                   memoryBytes: memory, vcpus: vcpus)
-        vm = try MicroVM(configuration, devices: [console, entropy], console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
+        var devices: [any VirtioDevice] = [console, entropy]
+        for (index, disk) in options.disks.enumerated() {
+            let storage = try FileBlockStorage(path: disk.path, writable: !disk.readOnly)
+            devices.append(VirtioBlock(storage: storage, readOnly: disk.readOnly, identifier: "hyperctl-disk\(index)"))
+        }
+        vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
         consoleTransport = vm.transports[0]
         record(.created)
         details.withLock { $0 = [("vcpus", .integer(Int32(vcpus))), ("memoryBytes", .string(String(memory)))] }
@@ -169,8 +181,24 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             let until = [deadline, collectDeadline, limit == nil ? bootDeadline : nil].compactMap { $0 }.min()
             let milliseconds = until.map { Int32(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
             let watchInput = inputOpen && stage == .running
-            let ready = HostSystem.waitReadable(watchInput ? [wake.descriptor, streams.input] : [wake.descriptor], milliseconds: milliseconds)
+            var watched = [wake.descriptor]
+            if let signals { watched.append(signals.descriptor) }
+            if watchInput { watched.append(streams.input) }
+            let ready = HostSystem.waitReadable(watched, milliseconds: milliseconds)
             wake.clear()
+
+            // Signals to hyperctl go to the command; before it runs, the ending ones end the sandbox.
+            for number in signals?.take() ?? [] {
+                if stage == .running {
+                    if number == Self.windowChange {
+                        if spec.tty, let size = HostSystem.windowSize(streams.input) { send(.resize(rows: size.rows, columns: size.columns)) }
+                    } else {
+                        send(.signal(number))
+                    }
+                } else if Self.endingSignals.contains(number) {
+                    return .signaled(number)
+                }
+            }
 
             // Messages from the guest.
             let received = inbox.withLock { bytes in
@@ -257,7 +285,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             }
 
             // Host input for the command.
-            if watchInput, ready.count > 1, ready[1] {
+            if watchInput, ready.last == true {
                 let bytes = (try? HostSystem.readSome(streams.input)) ?? []
                 send(.stdin(bytes))
                 if bytes.isEmpty { inputOpen = false }

@@ -140,6 +140,34 @@ public struct PhaseFault: Equatable, Sendable {
     }
 }
 
+/// A disk image given to a microVM sandbox.
+public struct DiskAttachment: Equatable, Sendable {
+    public var path: String
+    public var readOnly: Bool
+
+    /// Creates an attachment.
+    public init(path: String, readOnly: Bool) {
+        self.path = path
+        self.readOnly = readOnly
+    }
+
+    /// Parses `PATH` or `PATH:ro` / `PATH:rw`, making a relative path absolute against `base`.
+    public static func parse(_ text: String, base: String) throws(HyperError) -> DiskAttachment {
+        var path = text
+        var readOnly = false
+        if text.hasSuffix(":ro") || text.hasSuffix(":rw") {
+            readOnly = text.hasSuffix(":ro")
+            path = String(text.dropLast(3))
+        }
+        guard !path.isEmpty else { throw HyperError(.invalidArgument, "--disk: \"\(text)\" names no file (FILE[:ro])") }
+        path = SandboxSpec.absolute(path, base: base)
+        guard HostSystem.fileKind(at: path) == .regularFile else {
+            throw HyperError(.invalidArgument, "--disk: \(path) is not a regular file")
+        }
+        return DiskAttachment(path: path, readOnly: readOnly)
+    }
+}
+
 /// Settings of one launch that are not part of the policy.
 public struct LaunchOptions: Sendable {
     /// Where the command's stdin, stdout and stderr go.
@@ -155,9 +183,19 @@ public struct LaunchOptions: Sendable {
     public var initrdPath: String?
     /// For microVM backends: a file that gets a copy of the guest's serial console.
     public var guestConsolePath: String?
+    /// For microVM backends: disk images attached as virtio-blk devices (/dev/vda, /dev/vdb... in order).
+    public var disks: [DiskAttachment] = []
 
     /// Creates default options.
     public init() {}
+}
+
+/// Signals sent to hyperctl that a backend relays to the sandboxed command (a terminal's ^C, a `kill`).
+public protocol SignalRelay: AnyObject, Sendable {
+    /// A descriptor that polls readable while signals are pending.
+    var descriptor: Int32 { get }
+    /// Takes the pending signals.
+    func take() -> [Int32]
 }
 
 /// A running (or finished) sandbox, as a backend's `launch` returns it.

@@ -17,6 +17,7 @@ enum RunCommand: CLICommand {
         OptionSpec(["--kernel"], value: "FILE", help: "kvm: the guest kernel (bzImage or PVH ELF) instead of the guest kit's"),
         OptionSpec(["--initrd"], value: "FILE", help: "kvm: the guest initramfs instead of the guest kit's"),
         OptionSpec(["--guest-console"], value: "FILE", help: "kvm: copy the guest's serial console to FILE"),
+        OptionSpec(["--disk"], value: "FILE[:ro]", repeatable: true, help: "kvm: attach a disk image as /dev/vda, /dev/vdb..."),
         OptionSpec(["--verbose", "-v"], help: "Say which backend was picked and why"),
     ]
     static let discussion = """
@@ -40,10 +41,15 @@ enum RunCommand: CLICommand {
         options.kernelPath = arguments.value("--kernel").map { SandboxSpec.absolute($0, base: cwd) }
         options.initrdPath = arguments.value("--initrd").map { SandboxSpec.absolute($0, base: cwd) }
         options.guestConsolePath = arguments.value("--guest-console").map { SandboxSpec.absolute($0, base: cwd) }
+        for text in arguments.all("--disk") { options.disks.append(try DiskAttachment.parse(text, base: cwd)) }
 
         let selection = try context.registry.select(arguments.value("--backend") ?? BackendRegistry.automaticName)
         let backend = selection.backend
         if arguments.has("--verbose") { context.note("backend \(backend.name): \(selection.reason)") }
+        let machineFlags = ["--kernel", "--initrd", "--guest-console", "--disk"].filter { arguments.has($0) }
+        if backend.isolation != .hardwareVM, let flag = machineFlags.first {
+            throw HyperError(.invalidArgument, "\(flag) applies to microVM backends (kvm); backend \(backend.name) runs no guest kernel")
+        }
 
         let reportPath = arguments.value("--report").map { SandboxSpec.absolute($0, base: context.currentDirectory) }
         var details: [(String, JSONValue)] = []
