@@ -98,6 +98,13 @@ mkdir -p "$kit.new"
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$kit.new/initramfs.cpio"
 lz4 -q -l -9 -f "$kit.new/initramfs.cpio" "$kit.new/initramfs.cpio.lz4"
 cp "$work/kernel/boot/vmlinuz-$release" "$kit.new/vmlinuz"
+# The same kernel uncompressed: an ELF with the PVH entry note, which boots without the bzImage's
+# decompressor. Its payload is LZ4 (legacy frame, magic 02 21 4C 18) after the setup code.
+payload="$(grep -obUaP '\x02\x21\x4c\x18' "$kit.new/vmlinuz" | head -1 | cut -d: -f1)"
+if [ -n "$payload" ]; then
+    tail -c +"$((payload + 1))" "$kit.new/vmlinuz" | lz4 -dc > "$kit.new/vmlinux" 2>/dev/null || true
+    [ "$(head -c 4 "$kit.new/vmlinux" | od -An -tx1 | tr -d ' ')" = "7f454c46" ] || { say "could not unpack vmlinux; the kit boots the bzImage only"; rm -f "$kit.new/vmlinux"; }
+fi
 echo "$release" > "$kit.new/release"
 echo "$inputs" > "$kit.new/inputs"
 rm -rf "$kit"

@@ -56,6 +56,12 @@ check "workspace file back" [ "$(cat /ws/out.txt 2>/dev/null)" = written -a "$(c
 check "workspace removal back" [ ! -e /ws/in.txt ]
 check "stderr passthrough" [ "$(cat /tmp/err)" = err ]
 
+out="$(run --kernel /kit/vmlinuz -- echo bzImage)"; code=$?
+check "bzImage entry (64-bit boot protocol)" [ "$code" = 0 -a "$out" = bzImage ]
+
+out="$(run -t -- sh -c 'test -t 0 && test -t 1 && tty' < /dev/console | tr -d '\r')"; code=$?
+check "a terminal for -t ($out)" [ "$code" = 0 ] && case "$out" in /dev/pts/*) true ;; *) false ;; esac
+
 guest="$(run -- uname -r)"
 check "guest kernel is its own (L1 $(uname -r), guest $guest)" [ -n "$guest" -a "$guest" != "$(uname -r)" ]
 guest_boot="$(run -- cat /proc/sys/kernel/random/boot_id)"
@@ -93,7 +99,8 @@ run --timeout 20s -- sleep 1000 2>/tmp/err; code=$?
 check "hung command ends with the timeout code (124)" [ "$code" = 124 ] && grep -q "timed out" /tmp/err
 
 # The phase timeline of `run -- true`, and each phase's share of the total (absolute times mean nothing
-# here; the shares show which phases are slow). Then the same for the LZ4-compressed initramfs.
+# here; the shares show which phases are slow), for the default guest (PVH vmlinux, plain initramfs), the
+# LZ4-compressed initramfs and the bzImage.
 phases() {
     report="$1"
     tr -d '\n ' < "$report" | grep -o '"phase":"[a-zA-Z]*","ns":[0-9]*' | sed 's/"phase":"\([a-zA-Z]*\)","ns":\([0-9]*\)/\1 \2/' > /tmp/phases
@@ -108,8 +115,9 @@ phases() {
     echo "INFO $2: total $(( total / 1000000 ))ms, guest uptime at agent ready $(( ${ready:-0} / 1000000 ))ms:$line"
 }
 for round in 1 2; do
-    run --report /tmp/plain.json -- true && phases /tmp/plain.json "phases (initramfs uncompressed, run $round)"
-    run --report /tmp/lz4.json --initrd /kit/initramfs.cpio.lz4 -- true && phases /tmp/lz4.json "phases (initramfs LZ4, run $round)"
+    run --report /tmp/pvh.json -- true && phases /tmp/pvh.json "phases (PVH vmlinux, initramfs uncompressed, run $round)"
+    run --report /tmp/lz4.json --initrd /kit/initramfs.cpio.lz4 -- true && phases /tmp/lz4.json "phases (PVH vmlinux, initramfs LZ4, run $round)"
+    run --report /tmp/bz.json --kernel /kit/vmlinuz -- true && phases /tmp/bz.json "phases (bzImage, initramfs uncompressed, run $round)"
 done
 
 echo "RESULT $passed $failed"

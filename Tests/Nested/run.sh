@@ -46,7 +46,7 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,root,kit,modules,et
 install -m 0755 /bin/busybox "$root/bin/busybox"
 for applet in $(/bin/busybox --list-full); do [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"; done
 install -m 0755 "$hyperctl" "$root/bin/hyperctl"
-cp "$kit/vmlinuz" "$kit/initramfs.cpio" "$kit/initramfs.cpio.lz4" "$root/kit/"
+cp "$kit/vmlinuz" "$kit/vmlinux" "$kit/initramfs.cpio" "$kit/initramfs.cpio.lz4" "$root/kit/"
 install -m 0755 "$here/checks.sh" "$root/init"
 
 # kvm-amd and what it needs, dependencies first (from each module's modinfo section).

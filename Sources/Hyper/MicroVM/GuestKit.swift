@@ -19,9 +19,12 @@ public struct GuestKit: Equatable, Sendable {
         return (HostSystem.environmentValue("HOME") ?? "/root") + "/.cache/hyperctl/guest"
     }
 
-    /// The kit in `directory`, or an error that says how to build it.
+    /// The kit in `directory`, or an error that says how to build it. The kernel is the uncompressed
+    /// `vmlinux` (PVH entry, no decompressor to run) when the kit has one, else the bzImage `vmlinuz`.
     public static func locate(in directory: String = defaultDirectory()) throws(HyperError) -> GuestKit {
-        let kit = GuestKit(kernelPath: directory + "/vmlinuz", initrdPath: directory + "/initramfs.cpio")
+        let uncompressed = directory + "/vmlinux"
+        let kernel = HostSystem.fileKind(at: uncompressed) == .regularFile ? uncompressed : directory + "/vmlinuz"
+        let kit = GuestKit(kernelPath: kernel, initrdPath: directory + "/initramfs.cpio")
         guard HostSystem.fileKind(at: kit.kernelPath) == .regularFile, HostSystem.fileKind(at: kit.initrdPath) == .regularFile else {
             throw HyperError(.backendUnavailable, "no guest kit in \(directory): build it with Scripts/guest-kit.sh, or pass --kernel and --initrd")
         }
