@@ -43,6 +43,7 @@ let package = Package(
         .executableTarget(
             name: "hyper-agent",
             dependencies: ["HyperAgentProtocol", "CHyperAgent"],
+            swiftSettings: strictSafety,
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"], .when(configuration: .release))]
         ),
 

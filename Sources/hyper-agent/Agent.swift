@@ -31,40 +31,31 @@ final class Agent {
     }
 
     func send(_ message: AgentMessage) {
-        let frame = message.frame
-        var offset = 0
-        while offset < frame.count {
-            let wrote = frame.withUnsafeBytes { write(channel, $0.baseAddress! + offset, frame.count - offset) }
-            if wrote < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-            guard wrote > 0 else { return }  // The host is gone; nothing to tell.
-            offset += wrote
-        }
+        _ = GuestSystem.writeAll(channel, message.frame)  // On failure the host is gone: nothing to tell.
     }
 
     /// Serves until the host asks for shutdown.
     func serve() -> Never {
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0), pollfd(fd: childSignals, events: Int16(POLLIN), revents: 0)]
-            if output >= 0 { fds.append(pollfd(fd: output, events: Int16(POLLIN), revents: 0)) }
-            if errorOutput >= 0 { fds.append(pollfd(fd: errorOutput, events: Int16(POLLIN), revents: 0)) }
-            if input >= 0 && !pendingInput.isEmpty { fds.append(pollfd(fd: input, events: Int16(POLLOUT), revents: 0)) }
-            if poll(&fds, nfds_t(fds.count), -1) < 0 { continue }
-            for entry in fds where entry.revents != 0 {
-                switch entry.fd {
+            var watched: [(Int32, Int16)] = [(channel, Int16(POLLIN)), (childSignals, Int16(POLLIN))]
+            if output >= 0 { watched.append((output, Int16(POLLIN))) }
+            if errorOutput >= 0 { watched.append((errorOutput, Int16(POLLIN))) }
+            if input >= 0 && !pendingInput.isEmpty { watched.append((input, Int16(POLLOUT))) }
+            let events = GuestSystem.poll(watched)
+            for (entry, seen) in zip(watched, events) where seen != 0 {
+                switch entry.0 {
                 case channel:
-                    let got = read(channel, &buffer, buffer.count)
-                    if got > 0 {
-                        decoder.append(Array(buffer[0..<got]))
+                    if let bytes = GuestSystem.read(channel, count: 64 * 1024), !bytes.isEmpty {
+                        decoder.append(bytes)
                         handleMessages()
                     }
                 case childSignals:
                     chyper_agent_drain(childSignals)
                     reapChildren()
                 case output where output >= 0:
-                    relay(from: &output, as: AgentMessage.stdout, buffer: &buffer)
+                    relay(from: &output, as: AgentMessage.stdout)
                 case errorOutput where errorOutput >= 0:
-                    relay(from: &errorOutput, as: AgentMessage.stderr, buffer: &buffer)
+                    relay(from: &errorOutput, as: AgentMessage.stderr)
                 case input where input >= 0:
                     flushInput()
                 default:
@@ -124,7 +115,7 @@ final class Agent {
         var partial = ""
         for component in path.split(separator: "/") {
             partial += "/" + component
-            if mkdir(partial, 0o755) != 0 && errno != EEXIST { throw AgentError.system("mkdir \(partial)", errno) }
+            guard GuestSystem.makeDirectory(partial) else { throw AgentError.system("mkdir \(partial)", errno) }
         }
     }
 
@@ -134,36 +125,33 @@ final class Agent {
         var terminalPath: String?
         terminal = request.tty
         if request.tty {
-            var name = [CChar](repeating: 0, count: 128)
-            let controller = chyper_agent_open_terminal(&name, name.count, request.rows, request.columns)
-            guard controller >= 0 else { throw AgentError.system("open a terminal", errno) }
-            terminalPath = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            output = controller
-            input = request.interactive ? controller : -1
+            guard let terminal = GuestSystem.openTerminal(rows: request.rows, columns: request.columns) else {
+                throw AgentError.system("open a terminal", errno)
+            }
+            terminalPath = terminal.path
+            output = terminal.controller
+            input = request.interactive ? terminal.controller : -1
             streams = [-1, -1, -1]
         } else {
-            var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
-            guard chyper_agent_pipe(&stdoutPipe) == 0, chyper_agent_pipe(&stderrPipe) == 0 else { throw AgentError.system("pipe", errno) }
+            guard let stdoutPipe = GuestSystem.pipe(), let stderrPipe = GuestSystem.pipe() else { throw AgentError.system("pipe", errno) }
+            var commandInput: Int32
             if request.interactive {
-                guard chyper_agent_pipe(&stdinPipe) == 0 else { throw AgentError.system("pipe", errno) }
-                input = stdinPipe[1]
+                guard let stdinPipe = GuestSystem.pipe() else { throw AgentError.system("pipe", errno) }
+                input = stdinPipe.write
+                commandInput = stdinPipe.read
             } else {
-                stdinPipe[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)
+                commandInput = GuestSystem.open("/dev/null", O_RDONLY | O_CLOEXEC)
             }
-            output = stdoutPipe[0]
-            errorOutput = stderrPipe[0]
-            streams = [stdinPipe[0], stdoutPipe[1], stderrPipe[1]]
+            output = stdoutPipe.read
+            errorOutput = stderrPipe.read
+            streams = [commandInput, stdoutPipe.write, stderrPipe.write]
         }
         for fd in [output, errorOutput, input] where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
         pendingInput = []
         inputClosed = false
         let cgroup = GuestSetup.commandCgroup(pidsLimit: request.pidsLimit)
-        var execError: Int32 = 0
-        let pid = withCStrings(request.arguments) { argv in
-            withCStrings(request.environment) { envp in
-                chyper_agent_spawn(argv, envp, request.workingDirectory, streams[0], streams[1], streams[2], terminalPath, cgroup, &execError)
-            }
-        }
+        let pid = GuestSystem.spawn(arguments: request.arguments, environment: request.environment, directory: request.workingDirectory,
+                                    streams: streams, terminal: terminalPath, cgroupProcs: cgroup)
         for fd in streams where fd >= 0 { close(fd) }
         guard pid > 0 else { throw AgentError.system("start \(request.arguments[0])", errno) }
         command = pid
@@ -173,7 +161,7 @@ final class Agent {
     private func flushInput() {
         guard input >= 0 else { return }
         while !pendingInput.isEmpty {
-            let wrote = pendingInput.withUnsafeBytes { write(input, $0.baseAddress!, pendingInput.count) }
+            let wrote = GuestSystem.write(input, pendingInput)
             if wrote < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN { return }
@@ -192,15 +180,15 @@ final class Agent {
     }
 
     /// Relays what a stream has; closes it at end of file.
-    private func relay(from fd: inout Int32, as message: ([UInt8]) -> AgentMessage, buffer: inout [UInt8]) {
+    private func relay(from fd: inout Int32, as message: ([UInt8]) -> AgentMessage) {
         while fd >= 0 {
-            let got = read(fd, &buffer, min(buffer.count, AgentProtocol.chunkSize))
-            if got > 0 {
-                send(message(Array(buffer[0..<got])))
+            let bytes = GuestSystem.read(fd, count: AgentProtocol.chunkSize)
+            if let bytes, !bytes.isEmpty {
+                send(message(bytes))
                 continue
             }
-            if got < 0 && errno == EINTR { continue }
-            if got < 0 && errno == EAGAIN { return }
+            if bytes == nil && errno == EINTR { continue }
+            if bytes == nil && errno == EAGAIN { return }
             if fd == input { input = -1 }
             close(fd)
             fd = -1
@@ -208,20 +196,16 @@ final class Agent {
     }
 
     private func reapChildren() {
-        var status: Int32 = 0
-        while true {
-            let pid = waitpid(-1, &status, WNOHANG)
-            guard pid > 0 else { return }
-            guard pid == command else { continue }
-            finishCommand(status: status)
+        // As PID 1 the agent reaps every orphan too; only the command's end is reported.
+        while let child = GuestSystem.reapChild() {
+            if child.pid == command { finishCommand(status: child.status) }
         }
     }
 
     private func finishCommand(status: Int32) {
-        var buffer = [UInt8](repeating: 0, count: AgentProtocol.chunkSize)
         // What the command wrote before it ended still goes out, first.
-        relay(from: &output, as: AgentMessage.stdout, buffer: &buffer)
-        relay(from: &errorOutput, as: AgentMessage.stderr, buffer: &buffer)
+        relay(from: &output, as: AgentMessage.stdout)
+        relay(from: &errorOutput, as: AgentMessage.stderr)
         for fd in [output, errorOutput, input] where fd >= 0 { close(fd) }
         output = -1
         errorOutput = -1
@@ -264,11 +248,4 @@ final class Agent {
         }
         send(.filesEnd)
     }
-}
-
-/// Calls `body` with a NULL-terminated C array of the strings, valid for the call.
-func withCStrings<Result>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Result) -> Result {
-    let copies = strings.map { strdup($0) } + [nil]
-    defer { for pointer in copies { free(pointer) } }
-    return copies.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

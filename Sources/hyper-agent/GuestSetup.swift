@@ -9,13 +9,6 @@ enum GuestSetup {
     /// The control channel: the virtio-console's first port.
     static let channelPath = "/dev/hvc0"
 
-    /// Guest uptime in nanoseconds (CLOCK_BOOTTIME, which starts with the kernel).
-    static func uptimeNanoseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_BOOTTIME, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-    }
-
     /// Mounts the guest's file systems (/proc is already there: see the C constructor in CHyperAgent).
     static func mountAll() throws(AgentError) {
         let mounts: [(source: String, target: String, type: String, flags: UInt, options: String?)] = [
@@ -28,37 +21,37 @@ enum GuestSetup {
             ("cgroup2", "/sys/fs/cgroup", "cgroup2", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil),
         ]
         for entry in mounts {
-            mkdir(entry.target, 0o755)
-            let result = entry.options.map { options in
-                options.withCString { mount(entry.source, entry.target, entry.type, entry.flags, $0) }
-            } ?? mount(entry.source, entry.target, entry.type, entry.flags, nil)
-            guard result == 0 else { throw AgentError.system("mount \(entry.type) on \(entry.target)", errno) }
+            _ = GuestSystem.makeDirectory(entry.target)
+            guard GuestSystem.mount(entry.source, on: entry.target, type: entry.type, flags: entry.flags, options: entry.options) == 0 else {
+                throw AgentError.system("mount \(entry.type) on \(entry.target)", errno)
+            }
         }
-        symlink("/proc/self/fd", "/dev/fd")
-        symlink("/dev/pts/ptmx", "/dev/ptmx")
+        GuestSystem.makeLink("/proc/self/fd", at: "/dev/fd")
+        GuestSystem.makeLink("/dev/pts/ptmx", at: "/dev/ptmx")
     }
 
     /// Points descriptors 0-2 at the console, since the kernel may start init without them; nothing the
     /// agent opens later can then land on a standard stream by accident.
     static func openStandardStreams() {
-        let console = open("/dev/console", O_RDWR | O_NOCTTY)
-        let fd = console >= 0 ? console : open("/dev/null", O_RDWR)
+        let console = GuestSystem.open("/dev/console", O_RDWR | O_NOCTTY)
+        let fd = console >= 0 ? console : GuestSystem.open("/dev/null", O_RDWR)
         guard fd >= 0 else { return }
         for target: Int32 in 0...2 where fcntl(target, F_GETFD) < 0 { dup2(fd, target) }
         if fd > 2 { close(fd) }
     }
 
     static func loadModules() throws(AgentError) {
-        guard let text = readText(moduleList) else { return }
+        guard let text = GuestSystem.readText(moduleList) else { return }
         for path in text.split(separator: "\n").map(String.init) where !path.isEmpty {
-            guard chyper_agent_load_module(path) == 0 else { throw AgentError.system("load module \(path)", errno) }
+            // SAFETY: the shim reads the NUL-terminated path during the call.
+            guard unsafe chyper_agent_load_module(path) == 0 else { throw AgentError.system("load module \(path)", errno) }
         }
     }
 
     /// Opens the control channel, waiting for the device node (devtmpfs makes it asynchronously).
     static func openChannel() throws(AgentError) -> Int32 {
         for _ in 0..<2000 {
-            let fd = open(channelPath, O_RDWR | O_NOCTTY | O_CLOEXEC)
+            let fd = GuestSystem.open(channelPath, O_RDWR | O_NOCTTY | O_CLOEXEC)
             if fd >= 0 {
                 guard chyper_agent_make_raw(fd) == 0 else { throw AgentError.system("make \(channelPath) raw", errno) }
                 return fd
@@ -71,36 +64,14 @@ enum GuestSetup {
     /// A cgroup for the command with its process limit; returns its `cgroup.procs` path.
     static func commandCgroup(pidsLimit: UInt32) -> String? {
         guard pidsLimit > 0 else { return nil }
-        _ = writeText("/sys/fs/cgroup/cgroup.subtree_control", "+pids")
+        _ = GuestSystem.writeText("/sys/fs/cgroup/cgroup.subtree_control", "+pids")
         let directory = "/sys/fs/cgroup/sandbox"
-        mkdir(directory, 0o755)
-        guard writeText(directory + "/pids.max", String(pidsLimit)) else { return nil }
+        _ = GuestSystem.makeDirectory(directory)
+        guard GuestSystem.writeText(directory + "/pids.max", String(pidsLimit)) else { return nil }
         return directory + "/cgroup.procs"
     }
 
     static func kernelRelease() -> String {
-        readText("/proc/sys/kernel/osrelease")?.split(separator: "\n").first.map(String.init) ?? "unknown"
-    }
-
-    static func readText(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let got = read(fd, &buffer, buffer.count)
-            if got <= 0 { break }
-            bytes += buffer[0..<got]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    static func writeText(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        return write(fd, bytes, bytes.count) == bytes.count
+        GuestSystem.readText("/proc/sys/kernel/osrelease")?.split(separator: "\n").first.map(String.init) ?? "unknown"
     }
 }

@@ -4,13 +4,12 @@ import CHyperAgent
 import Glibc
 import HyperAgentProtocol
 
-let agentStart = GuestSetup.uptimeNanoseconds()
+let agentStart = GuestSystem.uptimeNanoseconds()
 
 /// Says why the agent cannot go on, on the serial console the host keeps, and resets the guest.
 func fail(_ message: String) -> Never {
-    let line = Array("hyper-agent: \(message)\n".utf8)
-    let console = open("/dev/console", O_WRONLY | O_NOCTTY)
-    _ = write(console >= 0 ? console : 2, line, line.count)
+    let console = GuestSystem.open("/dev/console", O_WRONLY | O_NOCTTY)
+    _ = GuestSystem.writeAll(console >= 0 ? console : 2, Array("hyper-agent: \(message)\n".utf8))
     chyper_agent_power_off()
 }
 
@@ -23,7 +22,7 @@ do {
     let channel = try GuestSetup.openChannel()
     let agent = Agent(channel: channel, childSignals: signals)
     agent.send(.ready(AgentReady(kernelRelease: GuestSetup.kernelRelease(), agentStartNanoseconds: agentStart,
-                                 readyNanoseconds: GuestSetup.uptimeNanoseconds())))
+                                 readyNanoseconds: GuestSystem.uptimeNanoseconds())))
     agent.serve()
 } catch {
     fail("\(error)")
