@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds hyperctl (debug and release) and runs the whole test suite. This is what CI runs.
+# Builds hyperctl (debug and release), runs the whole test suite, then the nested harness (real Linux
+# microVMs on an emulated-SVM KVM). This is what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Scripts/setup.sh
 swift build -c release
 swift test
+Tests/Nested/run.sh

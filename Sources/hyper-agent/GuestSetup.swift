@@ -43,8 +43,7 @@ enum GuestSetup {
     static func loadModules() throws(AgentError) {
         guard let text = GuestSystem.readText(moduleList) else { return }
         for path in text.split(separator: "\n").map(String.init) where !path.isEmpty {
-            // SAFETY: the shim reads the NUL-terminated path during the call.
-            guard unsafe chyper_agent_load_module(path) == 0 else { throw AgentError.system("load module \(path)", errno) }
+            guard GuestSystem.loadModule(path) else { throw AgentError.system("load module \(path)", errno) }
         }
     }
 

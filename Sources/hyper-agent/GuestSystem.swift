@@ -18,6 +18,12 @@ enum GuestSystem {
         return unsafe options.withCString { unsafe Glibc.mount(source, target, type, flags, $0) }
     }
 
+    /// Loads a kernel module file; false with errno on failure.
+    static func loadModule(_ path: String) -> Bool {
+        // SAFETY: the shim reads the NUL-terminated path during the call.
+        unsafe chyper_agent_load_module(path) == 0
+    }
+
     static func makeDirectory(_ path: String, mode: mode_t = 0o755) -> Bool {
         // SAFETY: mkdir reads the NUL-terminated path during the call.
         unsafe mkdir(path, mode) == 0 || errno == EEXIST
