@@ -25,7 +25,9 @@ let package = Package(
 
         // The namespace sandbox for hosts without usable KVM, and its single-threaded pre-exec helper (C),
         // which runs from a constructor when the binary re-executes itself as `hyper-jail`.
-        .target(name: "CHyperJail"),
+        // How both sandboxes execute the command's program (PATH search in its own environment).
+        .target(name: "CHyperExec"),
+        .target(name: "CHyperJail", dependencies: ["CHyperExec"]),
         .target(name: "HyperProcess", dependencies: ["Hyper", "CHyperJail"], swiftSettings: strictSafety),
 
         // The deterministic simulation backend (never picked by `auto`).
@@ -39,7 +41,7 @@ let package = Package(
         ),
 
         // The guest agent: PID 1 in each sandbox VM, a static binary that links only the protocol.
-        .target(name: "CHyperAgent"),
+        .target(name: "CHyperAgent", dependencies: ["CHyperExec"]),
         .executableTarget(
             name: "hyper-agent",
             dependencies: ["HyperAgentProtocol", "CHyperAgent"],

@@ -1,6 +1,7 @@
 // System calls of the guest agent (PID 1 in the sandbox VM) that Swift cannot make directly.
 #define _GNU_SOURCE
 #include "CHyperAgent.h"
+#include "CHyperExec.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,38 +54,15 @@ static void run_child(char *const argv[], char *const envp[], const char *direct
     }
     if (dup2(input, 0) < 0 || dup2(output, 1) < 0 || dup2(error, 2) < 0) child_fail(report_fd, errno, ": ", "set up standard streams");
     if (directory && directory[0] && chdir(directory) != 0) {
+        // As in the process backend: a missing working directory is the sandbox's failure (125).
         int saved = errno;
-        dprintf(2, "hyperctl: cd %s: %s\n", directory, strerror(saved));
+        dprintf(2, "hyperctl: working directory %s: %s\n", directory, strerror(saved));
         ssize_t ignored = write(report_fd, &saved, sizeof saved);
         (void)ignored;
-        _exit(126);
+        _exit(125);
     }
     const char *program = argv[0];
-    int failure = ENOENT;
-    if (strchr(program, '/')) {
-        execve(program, argv, envp);
-        failure = errno;
-    } else {
-        const char *search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        for (char *const *entry = envp; *entry; entry++) if (strncmp(*entry, "PATH=", 5) == 0) search = *entry + 5;
-        int saw_access_error = 0;
-        const char *start = search;
-        while (*start) {
-            const char *end = strchr(start, ':');
-            size_t length = end ? (size_t)(end - start) : strlen(start);
-            char candidate[4096];
-            if (length > 0 && length + strlen(program) + 2 < sizeof candidate) {
-                memcpy(candidate, start, length);
-                candidate[length] = '/';
-                strcpy(candidate + length + 1, program);
-                execve(candidate, argv, envp);
-                if (errno == EACCES || errno == ENOEXEC || errno == EPERM) { saw_access_error = 1; failure = errno; }
-            }
-            if (!end) break;
-            start = end + 1;
-        }
-        if (!saw_access_error) failure = ENOENT;
-    }
+    int failure = chyper_exec_program(argv, envp);
     if (failure == ENOENT && !strchr(program, '/')) {
         dprintf(2, "hyperctl: %s: command not found\n", program);
         ssize_t ignored = write(report_fd, &failure, sizeof failure);

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "CHyperJail.h"
+#include "CHyperExec.h"
 
 #define CONFIG_FD 3
 #define STATUS_FD 4
@@ -603,33 +604,7 @@ static void run_command_child(int exec_error_fd, const char *terminal) {
         (void)ignored;
         _exit(125);
     }
-    const char *program = cfg.argv[0];
-    int error = ENOENT;
-    if (strchr(program, '/')) {
-        execve(program, cfg.argv, cfg.envp);
-        error = errno;
-    } else {
-        // Search PATH from the sandbox's own environment, else the standard directories.
-        const char *search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        for (char **e = cfg.envp; *e; e++) if (strncmp(*e, "PATH=", 5) == 0) search = *e + 5;
-        int saw_access_error = 0;
-        const char *start = search;
-        while (*start) {
-            const char *end = strchr(start, ':');
-            size_t length = end ? (size_t)(end - start) : strlen(start);
-            char candidate[4096];
-            if (length > 0 && length + strlen(program) + 2 < sizeof candidate) {
-                memcpy(candidate, start, length);
-                candidate[length] = '/';
-                strcpy(candidate + length + 1, program);
-                execve(candidate, cfg.argv, cfg.envp);
-                if (errno == EACCES || errno == ENOEXEC || errno == EPERM) { saw_access_error = 1; error = errno; }
-            }
-            if (!end) break;
-            start = end + 1;
-        }
-        if (!saw_access_error) error = ENOENT;
-    }
+    int error = chyper_exec_program(cfg.argv, cfg.envp);
     ssize_t ignored = write(exec_error_fd, &error, sizeof error);
     (void)ignored;
     _exit(error == ENOENT ? 127 : 126);
