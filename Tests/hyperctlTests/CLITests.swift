@@ -129,7 +129,6 @@ struct RunCommandTests {
     }
 }
 
-/// The real kvm backend as it will be once its sandboxes exist: the same probe, but `launchesSandboxes`.
 /// The kvm backend as it was before it launched sandboxes, to check that `auto` passes over such a backend.
 struct KVMThatCannotLaunch: Backend {
     let inner: KVMBackend
@@ -206,6 +205,33 @@ struct BackendSelectionTests {
                                   registry: registry(kvm: Self.softwareKVM, processAvailable: true))
         #expect(result.errorOutput.contains("backend process: auto picked process"))
         #expect(result.errorOutput.contains("passed over kvm: present, not hardware-accelerated"))
+    }
+
+    @Test func kvmRefusesAtOnceWhereItIsNotAccelerated() {
+        let result = runInProcess(["run", "--backend", "kvm", "--", "true"], registry: registry(kvm: Self.softwareKVM, processAvailable: true))
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("not hardware-accelerated") && result.errorOutput.contains("--allow-unaccelerated"))
+    }
+
+    @Test func kvmRefusesWhatItDoesNotEnforce() {
+        let result = runInProcess(["run", "--backend", "kvm", "--mount", "/tmp:/data", "--", "true"],
+                                  registry: registry(kvm: Self.acceleratedKVM, processAvailable: true))
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("does not enforce: mounts"))
+    }
+
+    @Test(arguments: [["--kernel", "/boot/vmlinuz"], ["--initrd", "/tmp/x"], ["--disk", "/etc/hostname"], ["--guest-console", "/tmp/c"]])
+    func machineFlagsNeedAMicroVMBackend(flag: [String]) {
+        let result = runInProcess(["run", "--backend", "fake"] + flag + ["--", "true"])
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("\(flag[0]) applies to microVM backends"))
+    }
+
+    @Test func disksMustBeFiles() {
+        let result = runInProcess(["run", "--backend", "kvm", "--allow-unaccelerated", "--disk", "/tmp", "--", "true"],
+                                  registry: registry(kvm: Self.softwareKVM, processAvailable: true))
+        #expect(result.exitCode == 125)
+        #expect(result.errorOutput.contains("--disk: /tmp is not a regular file"))
     }
 
     @Test func backendsJSONHasExactlyTheDocumentedKeys() throws {
