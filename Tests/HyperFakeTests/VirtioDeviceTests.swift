@@ -174,6 +174,23 @@ struct VirtioDeviceTests {
         #expect(try driver.perform([ScriptedVirtioDriver.read(0x60)]) == [1], "used-buffer interrupt pending")
     }
 
+    @Test func consoleOutputWaitsInTheGuestWhileTheHostIsBehind() throws {
+        let output = Collected()
+        let accepting = Mutex(false)
+        let console = VirtioConsole { output.append($0) }
+        console.acceptsOutput = { accepting.withLock { $0 } }
+        let driver = try ScriptedVirtioDriver(device: console)
+        try driver.initialize()
+        try driver.offer(queue: 1, readable: [Array("later".utf8)])
+        try driver.notify(1)
+        let usedBefore = try driver.used(queue: 1).index
+        #expect(output.value.isEmpty && usedBefore == 0, "the chain stays with the guest")
+        accepting.withLock { $0 = true }
+        driver.transport.perform { rings throws(VirtQueueError) in try console.resumeOutput(rings: rings) }
+        #expect(output.value == Array("later".utf8))
+        #expect(try driver.used(queue: 1).index == 1)
+    }
+
     @Test func entropyFillsWritableBuffers() throws {
         let driver = try ScriptedVirtioDriver(device: VirtioEntropy { Array(repeating: 0xA5, count: $0) })
         try driver.initialize()

@@ -50,6 +50,16 @@ check "exit code 143 (killed by SIGTERM)" [ "$code" = 143 ]
 out="$(echo "piped in" | run -i -- cat)"; code=$?
 check "stdin passthrough" [ "$code" = 0 -a "$out" = "piped in" ]
 
+out="$(run -- sh -c 'head -c 3000000 /dev/zero' | wc -c)"
+check "3 MB of output arrive whole (guest writes stall while the host is behind)" [ "$out" = 3000000 ]
+out="$(head -c 2000000 /dev/zero | run -i -- wc -c)"
+check "2 MB of stdin arrive whole (paced by the guest)" [ "$out" = 2000000 ]
+head -c 3000000 /dev/urandom > /ws/big.bin
+out="$(run -w /ws -- sh -c 'md5sum big.bin | cut -d" " -f1; head -c 1000000 /dev/urandom > big-out.bin')"
+check "a 3 MB workspace file arrives intact" [ "$out" = "$(md5sum /ws/big.bin | cut -d' ' -f1)" ]
+check "a 1 MB file comes back whole" [ "$(wc -c < /ws/big-out.bin 2>/dev/null)" = 1000000 ]
+rm -f /ws/big.bin /ws/big-out.bin
+
 out="$(run -w /ws -- sh -c 'cat in.txt; echo written > out.txt; mkdir -p sub; echo deep > sub/file; rm in.txt; echo err >&2' 2>/tmp/err)"; code=$?
 check "workspace in" [ "$code" = 0 -a "$out" = "from the host" ]
 check "workspace file back" [ "$(cat /ws/out.txt 2>/dev/null)" = written -a "$(cat /ws/sub/file 2>/dev/null)" = deep ]

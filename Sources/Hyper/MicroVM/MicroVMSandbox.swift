@@ -17,6 +17,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     static let shutdownGrace: UInt64 = 1_000_000_000
     /// How many bytes of host input may wait for the guest before the sender pauses.
     static let inputWindow = 256 * 1024
+    /// How many bytes of guest output may wait for the host before the guest's writes stall.
+    static let outputWindow = 1 << 20
     /// The guest kernel's command line (the console on COM1, reset through the i8042 on reboot and panic).
     public static let kernelCommandLine = "console=ttyS0 reboot=k panic=-1 quiet pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
     /// SIGWINCH, and the signals that end a sandbox whose command has not started (INT, TERM, HUP, QUIT).
@@ -67,6 +69,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             wake.signal()
         }
         console.onDelivered = { wake.signal() }
+        // Guest output waits in the guest (its writes stall) while the host has a backlog to write out.
+        console.acceptsOutput = { inbox.withLock { $0.count } < Self.outputWindow }
         let random = try? HostSystem.openFile("/dev/urandom", writable: false).descriptor
         let entropy = VirtioEntropy { count in
             guard let random, let bytes = try? HostSystem.readSome(random, count: count) else { return [] }
@@ -180,7 +184,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
 
             let until = [deadline, collectDeadline, limit == nil ? bootDeadline : nil].compactMap { $0 }.min()
             let milliseconds = until.map { Int32(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
-            let watchInput = inputOpen && stage == .running
+            // Stdin is read only while the guest keeps up with it.
+            let watchInput = inputOpen && stage == .running && consoleBacklog() < Self.inputWindow
             var watched = [wake.descriptor]
             if let signals { watched.append(signals.descriptor) }
             if watchInput { watched.append(streams.input) }
@@ -206,6 +211,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 return bytes
             }
             decoder.append(received)
+            if received.count >= Self.outputWindow {
+                let console = self.console
+                consoleTransport.perform { rings throws(VirtQueueError) in try console.resumeOutput(rings: rings) }
+            }
             while true {
                 let message: AgentMessage?
                 do { message = try decoder.next() } catch { throw HyperError(.phaseFailed, "\(error)") }

@@ -14,6 +14,9 @@ public final class VirtioConsole: VirtioDevice {
     public var onOutput: ([UInt8]) -> Void
     /// Called (lock held) after host bytes moved into the guest, so a sender can top up.
     public var onDelivered: () -> Void = {}
+    /// Asked (lock held) before each transmit chain is taken: false leaves the guest's output in its ring,
+    /// which stalls the guest's writes until the host catches up and calls `resumeOutput`.
+    public var acceptsOutput: () -> Bool = { true }
     private var pending: [UInt8] = []
     private var pendingStart = 0
 
@@ -32,7 +35,7 @@ public final class VirtioConsole: VirtioDevice {
         case 0:
             try deliver(rings)
         case 1:
-            while let chain = try rings.pop(1) {
+            while acceptsOutput(), let chain = try rings.pop(1) {
                 let bytes = try rings.gather(chain.readable, limit: Self.maximumChunk)
                 try rings.push(1, head: chain.head, written: 0)
                 if !bytes.isEmpty { onOutput(bytes) }
@@ -40,6 +43,11 @@ public final class VirtioConsole: VirtioDevice {
         default:
             break
         }
+    }
+
+    /// Takes the guest output that waited while `acceptsOutput` said no. Call it through `perform`.
+    public func resumeOutput(rings: VirtioRings) throws(VirtQueueError) {
+        try process(queue: 1, rings: rings)
     }
 
     /// Queues host bytes for the guest and delivers what fits now. Call it through `perform`.
