@@ -8,8 +8,10 @@ public final class ConsoleLog: Sendable {
     /// How much of the console is kept.
     static let capacity = 16 * 1024
 
-    /// Creates a log that also copies everything to `mirror` when given.
+    /// Creates a log that also copies everything to `mirror` when given (and closes it when done).
     public init(mirror: Int32? = nil) { self.mirror = mirror }
+
+    deinit { if let mirror { HostSystem.closeDescriptor(mirror) } }
 
     func append(_ bytes: [UInt8]) {
         if let mirror { try? HostSystem.writeAll(mirror, bytes) }

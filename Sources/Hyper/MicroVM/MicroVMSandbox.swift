@@ -13,6 +13,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     public static let defaultBootTimeout: Duration = .seconds(60)
     /// How long the guest gets to send the workspace back after a timeout killed the command.
     static let collectGrace: UInt64 = 10_000_000_000
+    /// How long the guest may go silent while it sends the workspace back (without a time limit).
+    static let collectIdleLimit: UInt64 = 60_000_000_000
     /// How long a clean shutdown may take before the VM is simply stopped.
     static let shutdownGrace: UInt64 = 1_000_000_000
     /// How many bytes of host input may wait for the guest before the sender pauses.
@@ -71,11 +73,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         console.onDelivered = { wake.signal() }
         // Guest output waits in the guest (its writes stall) while the host has a backlog to write out.
         console.acceptsOutput = { inbox.withLock { $0.count } < Self.outputWindow }
-        let random = try? HostSystem.openFile("/dev/urandom", writable: false).descriptor
-        let entropy = VirtioEntropy { count in
-            guard let random, let bytes = try? HostSystem.readSome(random, count: count) else { return [] }
-            return bytes
-        }
+        let random = try HostRandom()
+        let entropy = VirtioEntropy { count in random.bytes(count) }
         var consoleMirror: Int32?
         if let path = options.guestConsolePath {
             do { consoleMirror = try HostSystem.createFile(path) } catch { throw HyperError(.invalidArgument, "--guest-console: \(error)") }
@@ -166,6 +165,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         let bootDeadline = launchTime + UInt64(max(0, (limit ?? bootTimeout).nanoseconds))
         let deadline = limit.map { launchTime + UInt64(max(0, $0.nanoseconds)) }
         var collectDeadline: UInt64?
+        var idleDeadline: UInt64?
 
         while true {
             let now = HostSystem.monotonicNanoseconds()
@@ -181,8 +181,14 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 collectDeadline = now + Self.collectGrace
             }
             if let collectDeadline, now >= collectDeadline { return .timedOut }
+            if let idleDeadline, now >= idleDeadline {
+                throw HyperError(.phaseFailed, "the guest stopped sending the workspace back (nothing for \(Self.collectIdleLimit / 1_000_000_000) s)")
+            }
+            if let failure = consoleTransport.failure {
+                throw HyperError(.phaseFailed, "the guest broke its control channel (virtio-console: \(failure))")
+            }
 
-            let until = [deadline, collectDeadline, limit == nil ? bootDeadline : nil].compactMap { $0 }.min()
+            let until = [deadline, collectDeadline, idleDeadline, limit == nil ? bootDeadline : nil].compactMap { $0 }.min()
             let milliseconds = until.map { Int32(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
             // Stdin is read only while the guest keeps up with it.
             let watchInput = inputOpen && stage == .running && consoleBacklog() < Self.inputWindow
@@ -211,6 +217,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 return bytes
             }
             decoder.append(received)
+            // Without a time limit, a guest that goes silent while sending the workspace back is cut off.
+            if idleDeadline != nil, !received.isEmpty { idleDeadline = now + Self.collectIdleLimit }
             if received.count >= Self.outputWindow {
                 let console = self.console
                 consoleTransport.perform { rings throws(VirtQueueError) in try console.resumeOutput(rings: rings) }
@@ -262,6 +270,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                         }
                     }
                     stage = spec.workspace.isEmpty ? .finished : .receivingWorkspace
+                    if limit == nil { idleDeadline = HostSystem.monotonicNanoseconds() + Self.collectIdleLimit }
                 case let .filesBegin(root):
                     guard stage == .receivingWorkspace, writer == nil, root == spec.workspace else { throw protocolError("an unexpected workspace transfer of \(root)") }
                     writer = try makeWriter()
@@ -386,4 +395,22 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         let lines = vm.console.lastLines(12)
         return lines.isEmpty ? "" : "; last console lines:\n  " + lines.joined(separator: "\n  ")
     }
+}
+
+/// The host's random pool, for virtio-rng.
+final class HostRandom: Sendable {
+    private let descriptor: Int32
+
+    init() throws(HyperError) {
+        do {
+            descriptor = try HostSystem.openFile("/dev/urandom", writable: false).descriptor
+        } catch {
+            throw HyperError(.hostFailure, "entropy: \(error)")
+        }
+    }
+
+    deinit { HostSystem.closeDescriptor(descriptor) }
+
+    /// Up to `count` random bytes (fewer only if the read fails).
+    func bytes(_ count: Int) -> [UInt8] { (try? HostSystem.readSome(descriptor, count: count)) ?? [] }
 }
