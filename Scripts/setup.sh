@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
     bubblewrap      # peer benchmark for the process backend
+    crun            # peer benchmark (an OCI runtime)
     hyperfine       # independent whole-command timing
     acpica-tools    # iasl -d checks generated ACPI tables
     busybox-static  # guest user space

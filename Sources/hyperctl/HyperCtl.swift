@@ -3,7 +3,7 @@ import Hyper
 /// The hyperctl command line: finds the subcommand, runs it, and turns every failure into exit code 125.
 enum HyperCtl {
     /// The subcommands, in the order `hyperctl --help` lists them.
-    static var commands: [any CLICommand.Type] { [RunCommand.self, BootCommand.self, BackendsCommand.self, VersionCommand.self] }
+    static var commands: [any CLICommand.Type] { [RunCommand.self, BootCommand.self, BackendsCommand.self, BenchCommand.self, VersionCommand.self] }
 
     /// The exit code for failures of hyperctl itself or of the sandbox, bad input included (docker's convention).
     static let failureExitCode: Int32 = 125

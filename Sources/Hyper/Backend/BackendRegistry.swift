@@ -17,6 +17,9 @@ public struct BackendRegistry: Sendable {
         backends.append(backend)
     }
 
+    /// The backend registered under `name`, if any.
+    public func backend(named name: String) -> (any Backend)? { backends.first { $0.name == name } }
+
     /// The registered names, in registration order.
     public var names: [String] { backends.map(\.name) }
 

@@ -1,4 +1,5 @@
 import Synchronization
+import HyperAgentProtocol
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -177,4 +178,100 @@ public final class Locked<Value: Sendable>: Sendable {
 
     /// The current value.
     public var value: Value { mutex.withLock { $0 } }
+}
+
+/// One finished child process, as a benchmark sees it.
+public struct MeasuredRun: Equatable, Sendable {
+    /// Wall time from just before the spawn to the end of the wait.
+    public var nanoseconds: UInt64
+    /// The exit code, or 128+N when signal N killed it.
+    public var exitCode: Int32
+    /// The peak resident set of the largest process in its tree (the child and every descendant it waited
+    /// for), in KiB, as wait4 reports it.
+    public var peakResidentKiB: Int
+}
+
+extension HostSystem {
+    /// Runs `arguments` (a path, then its arguments) with stdin, stdout and stderr on /dev/null (stderr into
+    /// `errorPath` when given) and this process's environment, waits for it, and measures it.
+    public static func runMeasured(_ arguments: [String], errorPath: String? = nil) throws(HostCallError) -> MeasuredRun {
+        guard let program = arguments.first else { throw HostCallError(operation: "run", subject: "an empty command", errorNumber: EINVAL) }
+        // SAFETY: a zeroed C struct, initialized by posix_spawn_file_actions_init before any use.
+        var actions = unsafe posix_spawn_file_actions_t()
+        // SAFETY: the file actions are initialized here, used for one spawn and destroyed below.
+        unsafe posix_spawn_file_actions_init(&actions)
+        // SAFETY: as above.
+        defer { unsafe posix_spawn_file_actions_destroy(&actions) }
+        for (fd, path, flags) in [(Int32(0), "/dev/null", O_RDONLY), (1, "/dev/null", O_WRONLY),
+                                  (2, errorPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC)] {
+            // SAFETY: addopen copies the NUL-terminated path into the actions.
+            unsafe posix_spawn_file_actions_addopen(&actions, fd, path, flags, 0o600)
+        }
+        // SAFETY: strdup copies each argument; the copies are freed after the spawn.
+        let copies = unsafe arguments.map { unsafe strdup($0) } + [nil]
+        // SAFETY: as above.
+        defer { unsafe copies.forEach { unsafe free($0) } }
+        var pid = pid_t()
+        let start = monotonicNanoseconds()
+        // SAFETY: argv is a NULL-terminated array of live C strings; environ is this process's environment.
+        let result = unsafe copies.withUnsafeBufferPointer { argv in
+            unsafe posix_spawn(&pid, program, &actions, nil, argv.baseAddress!, environ)
+        }
+        guard result == 0 else { throw HostCallError(operation: "start", subject: program, errorNumber: result) }
+        var status: Int32 = 0
+        var usage = rusage()
+        // SAFETY: wait4 writes the status and the resource usage into locals.
+        while unsafe wait4(pid, &status, 0, &usage) < 0 {
+            guard errno == EINTR else { throw HostCallError(operation: "wait for", subject: program, errorNumber: errno) }
+        }
+        let elapsed = monotonicNanoseconds() - start
+        let signal = status & 0x7F
+        return MeasuredRun(nanoseconds: elapsed, exitCode: signal == 0 ? (status >> 8) & 0xFF : 128 + signal,
+                           peakResidentKiB: Int(usage.ru_maxrss))
+    }
+}
+
+extension HostSystem {
+    /// Creates a directory (its parent must exist); succeeds when it exists already.
+    public static func makeDirectory(_ path: String, mode: UInt32 = 0o755) throws(HostCallError) {
+        // SAFETY: mkdir reads the NUL-terminated path during the call.
+        guard unsafe mkdir(path, mode_t(mode)) == 0 || errno == EEXIST else {
+            throw HostCallError(operation: "create directory", subject: path, errorNumber: errno)
+        }
+    }
+
+    /// Makes a symbolic link at `path` pointing at `target`.
+    public static func makeSymbolicLink(_ target: String, at path: String) throws(HostCallError) {
+        // SAFETY: symlink reads two NUL-terminated strings during the call.
+        guard unsafe symlink(target, path) == 0 else { throw HostCallError(operation: "link", subject: path, errorNumber: errno) }
+    }
+
+    /// Sets a file's permission bits.
+    public static func setMode(_ path: String, _ mode: UInt32) {
+        // SAFETY: chmod reads the NUL-terminated path during the call.
+        _ = unsafe chmod(path, mode_t(mode))
+    }
+
+    /// Removes a directory tree without following links inside it; quietly leaves what it cannot remove.
+    public static func removeTree(_ path: String) {
+        let headers = (try? FileTree.list(root: path)) ?? []
+        for header in headers.reversed() {
+            let full = path + "/" + header.path
+            // SAFETY: rmdir and unlink read the NUL-terminated path during the call.
+            if header.kind == .directory { _ = unsafe rmdir(full) } else { _ = unsafe unlink(full) }
+        }
+        // SAFETY: as above.
+        _ = unsafe rmdir(path)
+    }
+
+    /// The full path of `name` found in this process's PATH, or nil.
+    public static func findExecutable(_ name: String) -> String? {
+        let search = environmentValue("PATH") ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in search.split(separator: ":") where !directory.isEmpty {
+            let candidate = directory + "/" + name
+            // SAFETY: access reads the NUL-terminated path during the call.
+            if unsafe access(candidate, X_OK) == 0, fileKind(at: candidate) == .regularFile { return candidate }
+        }
+        return nil
+    }
 }

@@ -1,0 +1,166 @@
+import Hyper
+
+/// `hyperctl bench cold-start`: times whole cold starts of each backend and of peer tools, interleaved,
+/// and reports medians, tails, peak memory and ratios to a baseline row.
+enum BenchCommand: CLICommand {
+    static let name = "bench"
+    static let abstract = "Benchmark cold starts across backends and peers"
+    static let usage = "bench cold-start [--backends LIST] [--peers LIST] [--runs N] [--warmup N] [--baseline ROW] [--json FILE] [--plot FILE.svg]"
+    static let options: [OptionSpec] = [
+        OptionSpec(["--backends"], value: "LIST", help: "Backend rows (default: \(ColdStartPlan.backendRows.joined(separator: ",")))"),
+        OptionSpec(["--peers"], value: "LIST", help: "Peer rows, or none (default: \(ColdStartPlan.peerRows.joined(separator: ",")))"),
+        OptionSpec(["--runs"], value: "N", help: "Measured runs per row (default 20)"),
+        OptionSpec(["--warmup"], value: "N", help: "Unmeasured rounds first (default 2)"),
+        OptionSpec(["--baseline"], value: "ROW", help: "The row ratios are taken against (default: bwrap, else process, else true)"),
+        OptionSpec(["--json"], value: "FILE", help: "Write the results as JSON: host and results"),
+        OptionSpec(["--plot"], value: "FILE", help: "Write an SVG bar chart of the medians with p90 whiskers"),
+        OptionSpec(["--hyperctl"], value: "PATH", help: "The hyperctl binary to time (default: this one)"),
+    ]
+    static let discussion = """
+    Each run is one whole process, spawned and waited for, so launcher start-up counts. Rows run interleaved
+    (A B C A B C ...) so that drift on a noisy machine hits every row alike. A row that cannot run here stays
+    in the output as skipped, with the reason. The kvm row is `run --backend kvm -- true` on the guest kit;
+    kvm-agent-ready is the launch-to-agent-ready time from the same runs' reports; kvm-minimal is the VMM
+    alone booting the built-in tiny guest.
+    """
+
+    static func run(_ arguments: ParsedArguments, context: CommandContext) throws(HyperError) -> Int32 {
+        guard arguments.positionals == ["cold-start"] else {
+            throw HyperError(.invalidArgument, "bench: the benchmark to run is cold-start (got \"\(arguments.positionals.joined(separator: " "))\")")
+        }
+        let runs = try count(arguments, "--runs", default: 20, minimum: 1)
+        let warmup = try count(arguments, "--warmup", default: 2, minimum: 0)
+        let cwd = context.currentDirectory
+        let jsonPath = arguments.value("--json").map { SandboxSpec.absolute($0, base: cwd) }
+        let plotPath = arguments.value("--plot").map { SandboxSpec.absolute($0, base: cwd) }
+        guard let hyperctl = arguments.value("--hyperctl").map({ SandboxSpec.absolute($0, base: cwd) }) ?? HostSystem.executablePath() else {
+            throw HyperError(.hostFailure, "bench: cannot find this hyperctl binary; pass --hyperctl PATH")
+        }
+        let backends = try list(arguments.value("--backends"), known: ColdStartPlan.backendRows, what: "--backends")
+        let peers = try list(arguments.value("--peers"), known: ColdStartPlan.peerRows, what: "--peers")
+
+        let plan = try ColdStartPlan(hyperctl: hyperctl, registry: context.registry, backends: backends, peers: peers)
+        defer { plan.cleanUp() }
+        var measuredRows = plan.rows.filter { $0.arguments != nil }
+        let baseline = arguments.value("--baseline") ?? ["bwrap", "process"].first { name in measuredRows.contains { $0.name == name } } ?? "true"
+        guard plan.rows.contains(where: { $0.name == baseline }) else {
+            throw HyperError(.invalidArgument, "--baseline: no row \"\(baseline)\" (rows: \(plan.rows.map(\.name).joined(separator: ", ")))")
+        }
+
+        var samples: [String: [Double]] = [:]
+        var peaks: [String: Int] = [:]
+        var failures: [String: String] = [:]
+        let rounds = warmup + runs
+        for round in 0..<rounds {
+            for row in measuredRows {
+                guard let command = row.arguments else { continue }
+                progress("cold-start: round \(round + 1) of \(rounds)\(round < warmup ? " (warm-up)" : ""), \(row.name)", context: context)
+                let result: MeasuredRun
+                do {
+                    result = try HostSystem.runMeasured(command)
+                } catch {
+                    failures[row.name] = "could not start: \(error)"
+                    continue
+                }
+                guard result.exitCode == 0 else {
+                    failures[row.name] = "failed: exit \(result.exitCode) on round \(round + 1) (`\(command.joined(separator: " "))`)"
+                    continue
+                }
+                guard round >= warmup else { continue }
+                samples[row.name, default: []].append(Double(result.nanoseconds) / 1e6)
+                if let report = row.reportPath, let agentReady = agentReadyMilliseconds(report) {
+                    samples["kvm-agent-ready", default: []].append(agentReady)
+                }
+            }
+            measuredRows.removeAll { failures[$0.name] != nil }
+        }
+        // Peak memory: one more run of each row under GNU time, whose small fork child records only the
+        // measured tree (a spawn from this process would report this process's own size first).
+        for row in measuredRows {
+            guard let command = row.arguments else { continue }
+            progress("cold-start: peak memory, \(row.name)", context: context)
+            if let peak = peakResidentKiB(command, scratch: plan.scratch) { peaks[row.name] = peak }
+        }
+        if isTerminal(context) { try? HostSystem.writeAll(context.streams.error, Array("\r\u{1B}[K".utf8)) }
+
+        var rows: [ColdStartResults.Row] = []
+        for row in plan.rows {
+            if let reason = row.skipReason ?? failures[row.name] {
+                rows.append(.init(name: row.name, kind: row.kind, figures: nil, skipReason: reason))
+                if row.name == "kvm" { rows.append(.init(name: "kvm-agent-ready", kind: .backend, figures: nil, skipReason: reason)) }
+                continue
+            }
+            rows.append(.init(name: row.name, kind: row.kind, figures: samples[row.name].map { RowFigures(milliseconds: $0, peakResidentKiB: peaks[row.name]) }))
+            if row.name == "kvm" {
+                let ready = samples["kvm-agent-ready"].map { RowFigures(milliseconds: $0, peakResidentKiB: nil) }
+                rows.append(.init(name: "kvm-agent-ready", kind: .backend, figures: ready, skipReason: ready == nil ? "the runs' reports had no agent-ready time" : nil))
+            }
+        }
+        let results = ColdStartResults(host: hostFacts(context.registry), runs: runs, warmup: warmup, baseline: baseline, rows: rows)
+        context.print(results.table)
+        do {
+            if let jsonPath { try HostSystem.writeFile(jsonPath, Array((results.json.formatted() + "\n").utf8)) }
+            if let plotPath { try HostSystem.writeFile(plotPath, Array(results.svg.utf8)) }
+        } catch {
+            throw HyperError(.hostFailure, "bench: \(error)")
+        }
+        return 0
+    }
+
+    static func count(_ arguments: ParsedArguments, _ option: String, default value: Int, minimum: Int) throws(HyperError) -> Int {
+        guard let text = arguments.value(option) else { return value }
+        guard let number = Int(text), number >= minimum, number <= 100_000 else {
+            throw HyperError(.invalidArgument, "\(option): \"\(text)\" is not a whole number from \(minimum) to 100000")
+        }
+        return number
+    }
+
+    /// Parses a comma-separated row list; `none` is the empty list; nil when not given.
+    static func list(_ text: String?, known: [String], what: String) throws(HyperError) -> [String]? {
+        guard let text else { return nil }
+        if text == "none" { return [] }
+        let names = text.split(separator: ",").map(String.init)
+        for name in names where !known.contains(name) {
+            throw HyperError(.invalidArgument, "\(what): unknown row \"\(name)\" (rows: \(known.joined(separator: ", ")))")
+        }
+        return names
+    }
+
+    /// Says where the run is: rewriting one line on a terminal, a line per step otherwise.
+    static func progress(_ line: String, context: CommandContext) {
+        try? HostSystem.writeAll(context.streams.error, Array((isTerminal(context) ? "\r\u{1B}[K\(line)" : line + "\n").utf8))
+    }
+
+    static func isTerminal(_ context: CommandContext) -> Bool { HostSystem.windowSize(context.streams.error) != nil }
+
+    /// The peak RSS (KiB) of the largest process of one run of `command`, from GNU time; nil without it.
+    static func peakResidentKiB(_ command: [String], scratch: String) -> Int? {
+        let time = "/usr/bin/time"
+        guard HostSystem.fileKind(at: time) == .regularFile else { return nil }
+        let output = scratch + "/peak-rss"
+        guard let run = try? HostSystem.runMeasured([time, "-f", "%M", "-o", output] + command), run.exitCode == 0,
+              let text = HostSystem.readText(output) else { return nil }
+        return text.split(separator: "\n").last.flatMap { Int($0) }
+    }
+
+    /// The launch-to-agent-ready time in a run report, in milliseconds.
+    static func agentReadyMilliseconds(_ path: String) -> Double? {
+        guard let text = HostSystem.readText(path), let report = try? JSONValue.parse(text), case let .array(events)? = report["timeline"] else { return nil }
+        for event in events where event["phase"] == .string("agentReady") {
+            if case let .number(nanoseconds)? = event["ns"] { return nanoseconds / 1e6 }
+        }
+        return nil
+    }
+
+    /// What the results say about the machine they come from.
+    static func hostFacts(_ registry: BackendRegistry) -> [(String, JSONValue)] {
+        let cpuinfo = HostSystem.readText("/proc/cpuinfo") ?? ""
+        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }?.split(separator: ":", maxSplits: 1).last
+            .map { String($0.drop { $0 == " " }) } ?? "unknown"
+        let cores = cpuinfo.split(separator: "\n").filter { $0.hasPrefix("processor") }.count
+        let kvm = registry.backend(named: "kvm")?.probe()
+        return [("cpu", .string(model)), ("cores", .integer(Int32(cores))), ("kernel", .string(HostSystem.kernelRelease())),
+                ("kvmAvailable", .bool(kvm?.isAvailable ?? false)), ("accelerated", kvm?.isAccelerated.map { .bool($0) } ?? .null),
+                ("kvm", .string(kvm?.reason ?? "not in this build"))]
+    }
+}
