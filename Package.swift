@@ -49,6 +49,9 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"], .when(configuration: .release))]
         ),
 
+        // Benchmarks that run in-process (the others are scripts in Benchmarks/).
+        .executableTarget(name: "fake-throughput", dependencies: ["Hyper", "HyperFake"], path: "Benchmarks/FakeThroughput"),
+
         .testTarget(name: "HyperAgentProtocolTests", dependencies: ["HyperAgentProtocol"]),
         .testTarget(name: "HyperTests", dependencies: ["Hyper"]),
         .testTarget(name: "HyperKVMTests", dependencies: ["HyperKVM", "CHyperKVM"]),
