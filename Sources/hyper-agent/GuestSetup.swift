@@ -70,6 +70,15 @@ enum GuestSetup {
         return directory + "/cgroup.procs"
     }
 
+    /// The kernel command-line word that makes the agent reset the guest right after `ready` (for timing
+    /// this guest to agent-ready in another VMM, which does not speak the protocol).
+    static let resetWhenReady = "hyper.benchmark=ready-reset"
+
+    /// The kernel command line, as words.
+    static func kernelCommandLine() -> [String] {
+        (GuestSystem.readText("/proc/cmdline") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+    }
+
     static func kernelRelease() -> String {
         GuestSystem.readText("/proc/sys/kernel/osrelease")?.split(separator: "\n").first.map(String.init) ?? "unknown"
     }

@@ -45,6 +45,28 @@ struct BenchTests {
         #expect(svg.components(separatedBy: "<rect x=").count - 1 == 2)
     }
 
+    @Test func acceleratedHostsGetTheLinuxRowsOrSayWhatIsMissing() throws {
+        var facts = KVMHostFacts()
+        facts.deviceExists = true
+        facts.apiVersion = 12
+        facts.extensions = Set(KVMExtension.allCases)
+        facts.hardwareVirtualizationFlag = "vmx"
+        let accelerated = facts
+        let registry = BackendRegistry([KVMBackend(facts: { accelerated })])
+        let plan = try ColdStartPlan(hyperctl: "/usr/bin/hyperctl", registry: registry, backends: ["kvm"], peers: ["qemu-microvm-linux"])
+        defer { plan.cleanUp() }
+        for row in plan.rows where row.name != "true" {
+            if let arguments = row.arguments {
+                #expect(row.name == "kvm" ? arguments.contains("--report") : arguments.contains { $0.hasSuffix("initramfs.cpio") })
+            } else {
+                #expect(row.skipReason?.contains("guest kit") == true || row.skipReason?.contains("qemu") == true, "\(row)")
+            }
+        }
+        let qemu = ColdStartPlan.qemuLinuxArguments(qemu: "/usr/bin/qemu", kit: GuestKit(kernelPath: "/k/vmlinux", initrdPath: "/k/initramfs.cpio"))
+        #expect(qemu.contains("/k/vmlinux") && qemu.contains("/k/initramfs.cpio") && qemu.contains("virtconsole,chardev=agent"))
+        #expect(qemu.contains { $0.hasSuffix("hyper.benchmark=ready-reset") && $0.hasPrefix(MicroVMSandbox.kernelCommandLine) })
+    }
+
     @Test(arguments: [
         (["bench"], "the benchmark to run is cold-start"),
         (["bench", "cold-start", "--runs", "0"], "--runs: \"0\""),

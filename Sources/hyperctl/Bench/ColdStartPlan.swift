@@ -42,7 +42,7 @@ struct ColdStartPlan {
 
     /// Plans the rows named in `backends` and `peers` (all when nil), plus the `true` reference row.
     init(hyperctl: String, registry: BackendRegistry, backends: [String]?, peers: [String]?) throws(HyperError) {
-        scratch = "/tmp/hyperctl-bench-\(HostSystem.processID)"
+        scratch = "/tmp/hyperctl-bench-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
         workspace = scratch + "/workspace"
         do {
             try HostSystem.makeDirectory(scratch, mode: 0o700)
@@ -114,10 +114,28 @@ struct ColdStartPlan {
             guard kvmProbe?.isAccelerated == true else {
                 return .skipped(name, .peer, "needs a hardware-accelerated /dev/kvm to boot Linux")
             }
-            return .skipped(name, .peer, "not measured yet: QEMU would need our guest agent's protocol to report agent-ready")
+            guard let qemu = HostSystem.findExecutable("qemu-system-x86_64") else { return .skipped(name, .peer, "qemu-system-x86 is not installed") }
+            let kit: GuestKit
+            do {
+                kit = try GuestKit.locate()
+            } catch {
+                return .skipped(name, .peer, error.message)
+            }
+            return .measured(name, .peer, Self.qemuLinuxArguments(qemu: qemu, kit: kit))
         default:
             return .skipped(name, .peer, "unknown row (rows: \((Self.backendRows + Self.peerRows).joined(separator: ", ")))")
         }
+    }
+
+    /// QEMU microvm booting the guest kit with the same devices and command line as the kvm backend, plus the
+    /// word that makes the agent reset once it is ready: launch to agent-ready and reset, with no protocol.
+    static func qemuLinuxArguments(qemu: String, kit: GuestKit) -> [String] {
+        [qemu, "-M", "microvm,rtc=off", "-enable-kvm", "-cpu", "host", "-m", "512", "-smp", "1",
+         "-kernel", kit.kernelPath, "-initrd", kit.initrdPath,
+         "-append", MicroVMSandbox.kernelCommandLine + " hyper.benchmark=ready-reset",
+         "-nodefaults", "-no-reboot", "-display", "none", "-serial", "null", "-device", "i8042",
+         "-device", "virtio-serial-device", "-chardev", "null,id=agent", "-device", "virtconsole,chardev=agent",
+         "-device", "virtio-rng-device"]
     }
 
     /// An OCI bundle whose root holds busybox-static as /bin/true, run by crun in its own state folder.
