@@ -347,11 +347,12 @@ static void kill_cgroups(void) {
     }
 }
 
-// Removes the sandbox's cgroups, innermost first, waiting briefly for the last processes to be freed.
+// Removes the sandbox's cgroups, innermost first, waiting for the last processes to be freed (up to about
+// 10 s: on a loaded host the kernel can take seconds to release a killed tree).
 static void remove_cgroups(void) {
     for (int i = cfg.count - 1; i >= 0; i--) {
         if (cfg.items[i].tag != TAG_CGROUP_DIR || strcmp(second_field(&cfg.items[i]), "keep") == 0) continue;
-        for (int attempt = 0; attempt < 200; attempt++) {
+        for (int attempt = 0; attempt < 2000; attempt++) {
             if (rmdir(cfg.items[i].value) == 0 || errno == ENOENT) break;
             if (errno != EBUSY) break;
             struct timespec pause = {0, 5000000};

@@ -322,7 +322,7 @@ struct BinaryTests {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         #expect(waitFor { sandboxProcesses(marker).isEmpty }, "sandbox processes survived hyperctl's death")
-        #expect(waitFor { cgroups().isEmpty }, "cgroups survived hyperctl's death: \(cgroups())")
+        #expect(waitFor(seconds: 15) { cgroups().isEmpty }, "cgroups survived hyperctl's death: \(cgroups())")
         if ProcessHostFacts.gather().limitControllers.contains("memory") { #expect(hadCgroup, "the sandbox had no memory cgroup to clean up") }
     }
 
@@ -356,8 +356,8 @@ func sandboxProcesses(_ marker: String) -> [Int32] {
 }
 
 /// Polls `condition` for up to five seconds.
-func waitFor(_ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(5)
+func waitFor(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
         usleep(20_000)
