@@ -243,6 +243,26 @@ struct VirtioDeviceTests {
         #expect(disk.bytes == before)
     }
 
+    @Test func transportStateIsAPlainValueThatRestores() throws {
+        let output = Collected()
+        let driver = try ScriptedVirtioDriver(device: VirtioConsole { output.append($0) })
+        try driver.initialize()
+        try driver.offer(queue: 1, readable: [Array("one".utf8)])
+        try driver.notify(1)
+        let saved = driver.transport.state
+        #expect(saved.status == 15 && saved.queues[1].nextAvailable == 1 && saved.ready == [true, true])
+
+        // A new transport over the same memory, given the saved state, carries on where the first stopped.
+        let again = Collected()
+        let restored = VirtioMMIOTransport(device: VirtioConsole { again.append($0) }, memory: driver.memory, trigger: nil)
+        try restored.restore(saved)
+        #expect(restored.state == saved)
+        try driver.offer(queue: 1, readable: [Array("two".utf8)])
+        restored.write(offset: 0x50, size: 4, value: 1)
+        #expect(again.value == Array("two".utf8))
+        #expect(throws: HyperError.self) { try restored.restore(VirtioMMIOTransport.State()) }
+    }
+
     @Test func malformedRingFailsTheDeviceUntilReset() throws {
         let output = Collected()
         let driver = try ScriptedVirtioDriver(device: VirtioConsole { output.append($0) })

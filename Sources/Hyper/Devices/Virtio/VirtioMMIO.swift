@@ -29,7 +29,9 @@ extension VirtioDevice {
 /// A device's queues and the guest memory they live in, as a model sees them during one call.
 public final class VirtioRings {
     public let memory: GuestMemory
+    /// Each queue's configuration and position (plain values: a snapshot saves them).
     var queues: [VirtQueue]
+    /// Whether the driver set each queue ready.
     var ready: [Bool]
     /// Set when a chain went back to the driver, so the transport interrupts once after the call.
     var usedSomething = false
@@ -90,19 +92,54 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     static let statusFeaturesOK: UInt32 = 8
     static let statusNeedsReset: UInt32 = 64
 
+    /// The transport's registers and queues as a plain value, for snapshots.
+    public struct State: Equatable, Sendable {
+        public var status: UInt32 = 0
+        public var deviceFeatureSelect: UInt32 = 0
+        public var driverFeatureSelect: UInt32 = 0
+        public var driverFeatures: UInt64 = 0
+        public var queueSelect: UInt32 = 0
+        public var interruptStatus: UInt32 = 0
+        public var configGeneration: UInt32 = 0
+        public var queues: [VirtQueue] = []
+        public var ready: [Bool] = []
+        /// Why the device failed, once it has.
+        public var failure: VirtQueueError?
+
+        /// The reset state (no queues).
+        public init() {}
+    }
+
     public let device: any VirtioDevice
     private let lock = Mutex(())
     private let rings: VirtioRings
     private let trigger: (any InterruptTrigger)?
-    private var status: UInt32 = 0
-    private var deviceFeatureSelect: UInt32 = 0
-    private var driverFeatureSelect: UInt32 = 0
-    private var driverFeatures: UInt64 = 0
-    private var queueSelect: UInt32 = 0
-    private var interruptStatus: UInt32 = 0
-    private var configGeneration: UInt32 = 0
+    private var registers = State()
+
     /// Why the device failed, once it has.
-    public private(set) var failure: VirtQueueError?
+    public var failure: VirtQueueError? { lock.withLock { _ in registers.failure } }
+
+    /// The transport's state (registers and queues), taken under its lock.
+    public var state: State {
+        lock.withLock { _ in
+            var copy = registers
+            copy.queues = rings.queues
+            copy.ready = rings.ready
+            return copy
+        }
+    }
+
+    /// Puts back a state taken from a transport of the same device type (a snapshot restore).
+    public func restore(_ state: State) throws(HyperError) {
+        guard state.queues.count == rings.queues.count, state.ready.count == rings.ready.count else {
+            throw HyperError(.invalidArgument, "virtio state has \(state.queues.count) queues; this device has \(rings.queues.count)")
+        }
+        lock.withLock { _ in
+            registers = state
+            rings.queues = state.queues
+            rings.ready = state.ready
+        }
+    }
 
     /// Creates the transport for `device` over `memory`, interrupting through `trigger`.
     public init(device: any VirtioDevice, memory: GuestMemory, trigger: (any InterruptTrigger)?) {
@@ -115,13 +152,13 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     var offeredFeatures: UInt64 { device.deviceFeatures | Self.featureVersion1 }
 
     /// Whether the driver finished setup (DRIVER_OK) and the device has not failed.
-    public var isLive: Bool { lock.withLock { _ in status & 4 != 0 && failure == nil } }
+    public var isLive: Bool { lock.withLock { _ in registers.status & 4 != 0 && registers.failure == nil } }
 
     /// Runs `body` on the device's rings under the lock, from a host thread, then interrupts if it used
     /// a chain. A ring error fails the device.
     public func perform(_ body: (VirtioRings) throws(VirtQueueError) -> Void) {
         let interrupt: Bool = lock.withLock { _ in
-            guard failure == nil, status & 4 != 0 else { return false }
+            guard registers.failure == nil, registers.status & 4 != 0 else { return false }
             return run(body)
         }
         if interrupt { trigger?.fire() }
@@ -133,12 +170,12 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         do {
             try body(rings)
         } catch {
-            failure = error
-            status |= Self.statusNeedsReset
-            interruptStatus |= 2
+            registers.failure = error
+            registers.status |= Self.statusNeedsReset
+            registers.interruptStatus |= 2
             return true
         }
-        if rings.usedSomething { interruptStatus |= 1 }
+        if rings.usedSomething { registers.interruptStatus |= 1 }
         return rings.usedSomething
     }
 
@@ -146,19 +183,19 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         lock.withLock { _ in
             if offset >= 0x100 { return device.readConfiguration(offset: offset - 0x100, size: size) }
             guard size == 4 else { return 0 }
-            let index = Int(queueSelect)
+            let index = Int(registers.queueSelect)
             let valid = index < rings.queues.count
             switch offset {
             case 0x000: return UInt64(Self.magic)
             case 0x004: return 2
             case 0x008: return UInt64(device.deviceType)
             case 0x00C: return UInt64(Self.vendor)
-            case 0x010: return deviceFeatureSelect < 2 ? (offeredFeatures >> UInt64(32 * deviceFeatureSelect)) & 0xFFFF_FFFF : 0
+            case 0x010: return registers.deviceFeatureSelect < 2 ? (offeredFeatures >> UInt64(32 * registers.deviceFeatureSelect)) & 0xFFFF_FFFF : 0
             case 0x034: return valid ? UInt64(device.queueSizes[index]) : 0
             case 0x044: return valid && rings.ready[index] ? 1 : 0
-            case 0x060: return UInt64(interruptStatus)
-            case 0x070: return UInt64(status)
-            case 0x0FC: return UInt64(configGeneration)
+            case 0x060: return UInt64(registers.interruptStatus)
+            case 0x070: return UInt64(registers.status)
+            case 0x0FC: return UInt64(registers.configGeneration)
             default: return 0
             }
         }
@@ -172,17 +209,17 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
             }
             guard size == 4 else { return false }
             let word = UInt32(truncatingIfNeeded: value)
-            let index = Int(queueSelect)
+            let index = Int(registers.queueSelect)
             let valid = index < rings.queues.count && !(index < rings.ready.count && rings.ready[index])
             switch offset {
-            case 0x014: deviceFeatureSelect = word
+            case 0x014: registers.deviceFeatureSelect = word
             case 0x020:
-                if driverFeatureSelect < 2 {
-                    let shift = UInt64(32 * driverFeatureSelect)
-                    driverFeatures = (driverFeatures & ~(0xFFFF_FFFF << shift)) | (UInt64(word) << shift)
+                if registers.driverFeatureSelect < 2 {
+                    let shift = UInt64(32 * registers.driverFeatureSelect)
+                    registers.driverFeatures = (registers.driverFeatures & ~(0xFFFF_FFFF << shift)) | (UInt64(word) << shift)
                 }
-            case 0x024: driverFeatureSelect = word
-            case 0x030: queueSelect = word
+            case 0x024: registers.driverFeatureSelect = word
+            case 0x030: registers.queueSelect = word
             case 0x038:
                 if valid { rings.queues[index].size = UInt16(truncatingIfNeeded: min(word, UInt32(device.queueSizes[index]))) }
             case 0x044:
@@ -190,16 +227,16 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
                 if word == 1 {
                     // A queue whose rings do not fit in guest memory never goes live.
                     if (try? rings.queues[index].validateLayout(in: rings.memory)) != nil { rings.ready[index] = true } else {
-                        failure = .badRing("layout of queue \(index)")
-                        status |= Self.statusNeedsReset
+                        registers.failure = .badRing("layout of queue \(index)")
+                        registers.status |= Self.statusNeedsReset
                     }
                 } else {
                     rings.ready[index] = false
                 }
             case 0x050:
-                guard failure == nil, status & 4 != 0, word < UInt32(rings.queues.count) else { return false }
+                guard registers.failure == nil, registers.status & 4 != 0, word < UInt32(rings.queues.count) else { return false }
                 return run { rings throws(VirtQueueError) in try device.process(queue: Int(word), rings: rings) }
-            case 0x064: interruptStatus &= ~word
+            case 0x064: registers.interruptStatus &= ~word
             case 0x070: setStatus(word)
             case 0x080: if valid { setLow(&rings.queues[index].descriptorTable, word) }
             case 0x084: if valid { setHigh(&rings.queues[index].descriptorTable, word) }
@@ -220,10 +257,10 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     private func setStatus(_ word: UInt32) {
         if word == 0 {
             // Reset: everything back to its initial state.
-            status = 0
-            driverFeatures = 0
-            interruptStatus = 0
-            failure = nil
+            registers.status = 0
+            registers.driverFeatures = 0
+            registers.interruptStatus = 0
+            registers.failure = nil
             for index in rings.queues.indices {
                 rings.queues[index] = VirtQueue()
                 rings.ready[index] = false
@@ -232,11 +269,11 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
             return
         }
         var next = word
-        if word & Self.statusFeaturesOK != 0 && status & Self.statusFeaturesOK == 0 {
+        if word & Self.statusFeaturesOK != 0 && registers.status & Self.statusFeaturesOK == 0 {
             // FEATURES_OK sticks only for a subset of what was offered that includes VERSION_1.
-            let acceptable = driverFeatures & ~offeredFeatures == 0 && driverFeatures & Self.featureVersion1 != 0
+            let acceptable = registers.driverFeatures & ~offeredFeatures == 0 && registers.driverFeatures & Self.featureVersion1 != 0
             if !acceptable { next &= ~Self.statusFeaturesOK }
         }
-        status = next | (status & Self.statusNeedsReset)
+        registers.status = next | (registers.status & Self.statusNeedsReset)
     }
 }
