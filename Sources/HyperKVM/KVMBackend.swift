@@ -19,18 +19,21 @@ public struct KVMBackend: Backend {
 
     public func probe() -> ProbeResult { KVMProbe.evaluate(gatherFacts()) }
 
-    /// Checks that KVM can run here at an acceptable speed, or was allowed to run slowly.
-    func checkUsable(allowUnaccelerated: Bool) throws(KVMError) {
+    /// Checks that KVM can run here at an acceptable speed, or was allowed to run slowly; returns the probe.
+    @discardableResult
+    func checkUsable(allowUnaccelerated: Bool) throws(KVMError) -> ProbeResult {
         let result = probe()
         guard result.isAvailable else { throw KVMError.unavailable(result.reason) }
         if result.isAccelerated == false, !allowUnaccelerated {
             throw KVMError.unaccelerated(result.reason)
         }
+        return result
     }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
+        let host: ProbeResult
         do {
-            try checkUsable(allowUnaccelerated: options.allowUnaccelerated)
+            host = try checkUsable(allowUnaccelerated: options.allowUnaccelerated)
         } catch {
             throw error.hyperError
         }
@@ -45,7 +48,7 @@ public struct KVMBackend: Backend {
         }
         #if os(Linux)
         // An unaccelerated host is allowed here only when forced; its guests boot very slowly.
-        let bootTimeout: Duration = options.allowUnaccelerated && probe().isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
+        let bootTimeout: Duration = host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
         let signals: KVMSignalRelay
         do { signals = try KVMSignalRelay() } catch { throw error.hyperError }
         return try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: KVMHypervisor(), signals: signals, bootTimeout: bootTimeout)

@@ -206,7 +206,7 @@ final class Agent {
         // What the command wrote before it ended still goes out, first.
         relay(from: &output, as: AgentMessage.stdout)
         relay(from: &errorOutput, as: AgentMessage.stderr)
-        for fd in [output, errorOutput, input] where fd >= 0 { close(fd) }
+        for fd in Set([output, errorOutput, input]) where fd >= 0 { close(fd) }  // A terminal is both output and input.
         output = -1
         errorOutput = -1
         input = -1
