@@ -108,6 +108,11 @@ check "hung guest ends with the timeout code (124)" [ "$code" = 124 ]
 run --timeout 20s -- sleep 1000 2>/tmp/err; code=$?
 check "hung command ends with the timeout code (124)" [ "$code" = 124 ] && grep -q "timed out" /tmp/err
 
+# The benchmark's kvm rows, on a host whose KVM counts as accelerated (numbers mean nothing under TCG).
+hyperctl bench cold-start --backends kvm --peers none --runs 2 --warmup 0 --json /tmp/bench.json > /tmp/bench.txt 2>/dev/null; code=$?
+check "bench measures kvm and kvm-agent-ready" [ "$code" = 0 ] && grep -q '"backend": "kvm-agent-ready"' /tmp/bench.json && ! grep -q '"skipped"' /tmp/bench.json
+sed 's/^/INFO bench: /' /tmp/bench.txt
+
 # The phase timeline of `run -- true`, and each phase's share of the total (absolute times mean nothing
 # here; the shares show which phases are slow), for the default guest (PVH vmlinux, plain initramfs), the
 # LZ4-compressed initramfs and the bzImage.
