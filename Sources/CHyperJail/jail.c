@@ -25,6 +25,7 @@
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -42,6 +43,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,7 +64,7 @@ enum {
     TAG_ARG = 1, TAG_ENV = 2, TAG_CWD = 3, TAG_BIND = 4, TAG_READONLY_PATH = 5, TAG_SECCOMP = 6,
     TAG_TIMEOUT_MS = 7, TAG_CGROUP_DIR = 8, TAG_CGROUP_WRITE = 9, TAG_CGROUP_PROCS = 10, TAG_RLIMIT = 11,
     TAG_HOSTNAME = 12, TAG_STDIN = 13, TAG_FILE = 14, TAG_SYMLINK = 15, TAG_UID = 16, TAG_GID = 17,
-    TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20, TAG_TTY = 21,
+    TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20, TAG_TTY = 21, TAG_EGRESS_SOCKET = 22,
 };
 
 struct record { uint32_t tag; uint32_t length; char *value; };
@@ -77,6 +79,7 @@ struct config {
     long timeout_ms;
     int forward_stdin;
     int tty;
+    const char *egress_socket;  // The host proxy's socket inside the sandbox, or NULL for no network.
     unsigned inside_uid, inside_gid;
     unsigned long id_base;
     struct sock_fprog seccomp;
@@ -165,6 +168,7 @@ static void read_config(void) {
         case TAG_TIMEOUT_MS: cfg.timeout_ms = atol(value); break;
         case TAG_STDIN: cfg.forward_stdin = value[0] == '1'; break;
         case TAG_TTY: cfg.tty = value[0] == '1'; break;
+        case TAG_EGRESS_SOCKET: cfg.egress_socket = value; break;
         case TAG_UID: cfg.inside_uid = (unsigned)strtoul(value, NULL, 10); break;
         case TAG_GID: cfg.inside_gid = (unsigned)strtoul(value, NULL, 10); break;
         case TAG_ID_BASE: cfg.id_base = strtoul(value, NULL, 10); break;
@@ -487,6 +491,94 @@ static void bring_up_loopback(void) {
     close(fd);
 }
 
+// Writes everything; returns 0, or -1 when the descriptor fails.
+static int write_all(int fd, const char *data, ssize_t length) {
+    while (length > 0) {
+        ssize_t n = write(fd, data, (size_t)length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        data += n;
+        length -= n;
+    }
+    return 0;
+}
+
+// MARK: - The egress forwarder: 127.0.0.1:3128 inside, relayed to the host proxy's Unix socket
+
+#define EGRESS_PORT 3128
+
+// Copies both ways between two sockets until both directions are done.
+static void relay_sockets(int a, int b) {
+    char buffer[16384];
+    int a_open = 1, b_open = 1;
+    while (a_open || b_open) {
+        struct pollfd fds[2] = {{a_open ? a : -1, POLLIN, 0}, {b_open ? b : -1, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            int from = i == 0 ? a : b, to = i == 0 ? b : a;
+            ssize_t n = read(from, buffer, sizeof buffer);
+            if (n <= 0) {
+                shutdown(to, SHUT_WR);
+                if (i == 0) a_open = 0; else b_open = 0;
+                continue;
+            }
+            if (write_all(to, buffer, n) != 0) return;
+        }
+    }
+}
+
+// Starts the forwarder: a child of init, as the sandbox user, that accepts on the sandbox's own loopback and
+// gives each connection to a grandchild that relays it to the proxy socket. It dies with the sandbox.
+static void start_egress_forwarder(void) {
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listener < 0) die("create the egress listener");
+    int one = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(EGRESS_PORT), .sin_addr = {htonl(INADDR_LOOPBACK)}};
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 64) != 0) die("listen on 127.0.0.1:3128");
+    pid_t forwarder = fork();
+    if (forwarder < 0) die("start the egress forwarder");
+    if (forwarder > 0) {
+        close(listener);
+        return;
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    int keep = listener;
+    for (int fd = 0; fd < 1024; fd++) if (fd != keep) close(fd);
+    int null_fd = open("/dev/null", O_RDWR);
+    if (null_fd >= 0) { dup2(null_fd, 0); dup2(null_fd, 1); dup2(null_fd, 2); if (null_fd > 2) close(null_fd); }
+    signal(SIGCHLD, SIG_IGN);  // Connection children reap themselves.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (;;) {
+        int client = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (client < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            _exit(1);
+        }
+        pid_t worker = fork();
+        if (worker == 0) {
+            close(listener);
+            int upstream = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            struct sockaddr_un target = {.sun_family = AF_UNIX};
+            snprintf(target.sun_path, sizeof target.sun_path, "%s", cfg.egress_socket);
+            if (upstream < 0 || connect(upstream, (struct sockaddr *)&target, sizeof target) != 0) {
+                const char *answer = "HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\nhyperctl: the egress proxy is not there\n";
+                (void)write_all(client, answer, (ssize_t)strlen(answer));
+                _exit(1);
+            }
+            relay_sockets(client, upstream);
+            _exit(0);
+        }
+        close(client);
+    }
+}
+
 // Drops every capability set, locks in no_new_privs, and becomes the sandbox user.
 static void drop_privileges(void) {
     if (setgroups(0, NULL) != 0 && errno != EPERM) die("clear groups");
@@ -514,16 +606,6 @@ static void drop_privileges(void) {
 static void copy_window_size(int master) {
     struct winsize size;
     if (ioctl(0, TIOCGWINSZ, &size) == 0 || ioctl(1, TIOCGWINSZ, &size) == 0) ioctl(master, TIOCSWINSZ, &size);
-}
-
-static void write_all(int fd, const char *data, ssize_t length) {
-    while (length > 0) {
-        ssize_t n = write(fd, data, (size_t)length);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        data += n;
-        length -= n;
-    }
 }
 
 // Reaps every process, relays signals to the command and, with a terminal, bytes between the host streams
@@ -629,6 +711,7 @@ static void run_init(int go_fd, int result_fd, int helper_alive_fd) {
     if (sethostname(hostname, strlen(hostname)) != 0) die("set hostname");
     apply_rlimits();
     drop_privileges();
+    if (cfg.egress_socket) start_egress_forwarder();
 
     int master = -1;
     char terminal[64] = {0};

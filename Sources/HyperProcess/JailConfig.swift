@@ -10,7 +10,7 @@ public struct JailConfig: Equatable, Sendable {
     enum Tag: UInt32 {
         case argument = 1, environment, workingDirectory, bind, readOnlyPath, seccomp, timeoutMilliseconds
         case cgroupDirectory, cgroupWrite, cgroupProcs, resourceLimit, hostname, forwardStdin, file, symlink
-        case uid, gid, cgroupKill, idBase, directory, tty
+        case uid, gid, cgroupKill, idBase, directory, tty, egressSocket
     }
 
     /// A bind mount of a host path into the sandbox.
@@ -45,6 +45,8 @@ public struct JailConfig: Equatable, Sendable {
     public var forwardStdin = false
     /// Whether the command gets a terminal of the sandbox's own devpts, relayed to the host streams.
     public var tty = false
+    /// The egress proxy's socket inside the sandbox: the helper then forwards 127.0.0.1:3128 to it.
+    public var egressSocket: String?
     /// The user and group the command runs as, inside the sandbox.
     public var uid: UInt32 = 0
     public var gid: UInt32 = 0
@@ -76,6 +78,7 @@ public struct JailConfig: Equatable, Sendable {
         record(.hostname, [hostname])
         record(.forwardStdin, [forwardStdin ? "1" : "0"])
         record(.tty, [tty ? "1" : "0"])
+        if let egressSocket { record(.egressSocket, [egressSocket]) }
         record(.uid, [String(uid)])
         record(.gid, [String(gid)])
         record(.idBase, [String(idBase)])

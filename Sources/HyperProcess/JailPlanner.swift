@@ -19,8 +19,15 @@ public struct JailPlanner: Sendable {
     /// Parts of /etc taken from the system root read-only: the loader cache, certificates, alternatives, zone.
     static let etcEntries = ["ld.so.cache", "ssl", "ca-certificates", "alternatives", "localtime"]
 
-    /// Returns the helper configuration for a spec.
-    public func plan(_ spec: SandboxSpec, facts: ProcessHostFacts, sandboxName: String) -> JailConfig {
+    /// Where the egress proxy's socket appears inside the sandbox.
+    public static let egressSocketInside = "/run/hyperctl/egress.sock"
+    /// The proxy address the command's environment names: the helper's forwarder on the sandbox's loopback.
+    public static let egressProxyURL = "http://127.0.0.1:3128"
+
+    /// Returns the helper configuration for a spec. With `egressSocket` (the host path of the egress proxy's
+    /// socket), the socket is bound into the sandbox, the helper forwards 127.0.0.1:3128 to it, and the
+    /// command's environment names that proxy.
+    public func plan(_ spec: SandboxSpec, facts: ProcessHostFacts, sandboxName: String, egressSocket: String? = nil) -> JailConfig {
         var config = JailConfig()
         config.argv = spec.command
         config.environment = spec.environment.map { "\($0.name)=\($0.value)" }
@@ -60,6 +67,16 @@ public struct JailPlanner: Sendable {
         if spec.protectsHostExecutedFiles {
             config.readOnlyPaths = ["/.git/hooks", "/.git/config"].map { spec.workspace + $0 }
                 .filter { HostSystem.fileKind(at: $0) != nil && HostSystem.symbolicLinkTarget($0) == nil }
+        }
+
+        if let egressSocket {
+            config.directories.append("/run/hyperctl")
+            config.binds.append(.init(source: egressSocket, destination: Self.egressSocketInside, readOnly: false, idmapped: false, isFile: true))
+            config.egressSocket = Self.egressSocketInside
+            let names = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"]
+            config.environment.removeAll { entry in names.contains { entry.hasPrefix($0 + "=") } }
+            config.environment += ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].map { "\($0)=\(Self.egressProxyURL)" }
+            config.environment += ["NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"]
         }
 
         config.cgroups = CgroupPlan.make(limits: spec.limits, facts: facts, name: sandboxName)

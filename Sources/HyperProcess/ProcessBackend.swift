@@ -31,7 +31,8 @@ public struct ProcessBackend: Backend {
     public var capabilities: Set<SandboxFeature> { Self.capabilities(for: gatherFacts()) }
 
     static func capabilities(for facts: ProcessHostFacts) -> Set<SandboxFeature> {
-        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty, .customRoot]
+        var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty, .customRoot,
+                                             .networkAllowlist]
         if facts.isRoot, facts.limitControllers.contains("cpu"), facts.cgroupLayout != .absent { features.insert(.cpuLimit) }
         return features
     }
@@ -45,20 +46,57 @@ public struct ProcessBackend: Backend {
         try checkSupport(spec, options: options, capabilities: Self.capabilities(for: facts))
         #if os(Linux)
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
-        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name)
+        let egress = try startEgressProxy(spec, name: name, streams: options.streams)
+        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath)
+        let sandbox: ProcessSandbox
         do {
-            return try start(config, streams: options.streams)
+            sandbox = try start(config, streams: options.streams, egress: egress)
         } catch {
+            egress?.stop()
             throw error.hyperError
         }
+        do {
+            try egress?.proxy.start()
+        } catch {
+            try? sandbox.kill()
+            throw error
+        }
+        return sandbox
         #else
         throw ProcessError.unavailable("namespaces need Linux").hyperError
         #endif
     }
 
     #if os(Linux)
+    /// For an allowlist: the egress proxy listening on a socket in a private folder (not yet serving), logging
+    /// each refusal on stderr.
+    func startEgressProxy(_ spec: SandboxSpec, name: String, streams: StandardStreams) throws(HyperError) -> EgressProxyHandle? {
+        guard case let .allow(destinations) = spec.network else { return nil }
+        let folder = "/tmp/hyperctl-egress-\(name)"
+        do {
+            try HostSystem.makeDirectory(folder, mode: 0o711)
+        } catch {
+            throw HyperError(.hostFailure, "egress proxy: \(error)")
+        }
+        // Its own copy of stderr: the caller may close theirs once the sandbox has started.
+        let log = HostSystem.duplicate(streams.error)
+        do {
+            let proxy = try EgressProxy(policy: EgressPolicy(destinations: destinations), socketPath: folder + "/egress.sock") { record in
+                guard !record.allowed else { return }
+                try? HostSystem.writeAll(log, Array("hyperctl: egress denied: \(record.host):\(record.port): \(record.reason ?? "refused")\n".utf8))
+            }
+            // Its threads start after the helper is spawned, so that hyperctl still forks while single-threaded;
+            // connections wait in the listen queue until then.
+            return EgressProxyHandle(proxy: proxy, folder: folder, logDescriptor: log)
+        } catch {
+            HostSystem.closeDescriptor(log)
+            HostSystem.removeTree(folder)
+            throw error
+        }
+    }
+
     /// Spawns the helper with its configuration and returns the handle.
-    func start(_ config: JailConfig, streams: StandardStreams) throws(ProcessError) -> ProcessSandbox {
+    func start(_ config: JailConfig, streams: StandardStreams, egress: EgressProxyHandle? = nil) throws(ProcessError) -> ProcessSandbox {
         ProcessSystem.ignoreBrokenPipes()
         let launchStart = HostSystem.monotonicNanoseconds()
         let configuration = try ProcessSystem.makePipe()
@@ -75,11 +113,34 @@ public struct ProcessBackend: Backend {
         }
         [configuration.read, status.write, lifeline.read].forEach(ProcessSystem.closeQuietly)
         let sandbox = ProcessSandbox(helper: helper, statusReader: status.read, lifeline: lifeline.write,
-                                     streams: streams, launchStart: launchStart)
+                                     streams: streams, launchStart: launchStart, egress: egress)
         // A helper that fails early closes its end; its status line then says why.
         try? HostSystem.writeAll(configuration.write, config.encoded())
         ProcessSystem.closeQuietly(configuration.write)
         return sandbox
     }
     #endif
+}
+
+/// A sandbox's egress proxy and the private folder its socket lives in.
+final class EgressProxyHandle: Sendable {
+    let proxy: EgressProxy
+    let folder: String
+    private let logDescriptor: Locked<Int32>
+
+    init(proxy: EgressProxy, folder: String, logDescriptor: Int32) {
+        self.proxy = proxy
+        self.folder = folder
+        self.logDescriptor = Locked(logDescriptor)
+    }
+
+    /// Stops the proxy and removes its folder. Safe to call more than once.
+    func stop() {
+        proxy.stop()
+        HostSystem.removeTree(folder)
+        logDescriptor.withLock { fd in
+            if fd >= 0 { HostSystem.closeDescriptor(fd) }
+            fd = -1
+        }
+    }
 }

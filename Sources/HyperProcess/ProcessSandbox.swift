@@ -20,7 +20,11 @@ final class ProcessSandbox: SandboxHandle {
     /// Serializes waiters; held while one thread reads the helper's status lines.
     private let waiting = Mutex(())
 
-    init(helper: pid_t, statusReader: Int32, lifeline: Int32, streams: StandardStreams, launchStart: UInt64) {
+    /// The egress proxy, for a sandbox with a network allowlist.
+    private let egress: EgressProxyHandle?
+
+    init(helper: pid_t, statusReader: Int32, lifeline: Int32, streams: StandardStreams, launchStart: UInt64, egress: EgressProxyHandle? = nil) {
+        self.egress = egress
         self.helper = helper
         self.streams = streams
         self.launchStart = launchStart
@@ -28,6 +32,7 @@ final class ProcessSandbox: SandboxHandle {
     }
 
     deinit {
+        egress?.stop()
         // Closing the lifeline makes the helper kill whatever is left and clean up.
         let (lifeline, reader, reaped) = state.withLock { ($0.lifeline, $0.statusReader, $0.reaped) }
         ProcessSystem.closeQuietly(lifeline)
@@ -36,6 +41,12 @@ final class ProcessSandbox: SandboxHandle {
     }
 
     var timeline: [PhaseEvent] { state.withLock { $0.timeline } }
+
+    /// Every egress decision, for the report.
+    var reportDetails: [(String, JSONValue)] {
+        guard let egress else { return [] }
+        return [("egress", .array(egress.proxy.decisions.map(\.summary)))]
+    }
 
     func signal(_ number: Int32) throws(HyperError) {
         guard number > 0, number < 65 else { throw HyperError(.invalidArgument, "signal \(number) is not a valid signal number") }
@@ -66,6 +77,7 @@ final class ProcessSandbox: SandboxHandle {
             }
             _ = ProcessSystem.reap(helper)
             state.withLock { $0.reaped = true }
+            egress?.stop()
             return outcome
         }
         return try result.get()

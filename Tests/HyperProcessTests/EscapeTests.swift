@@ -300,7 +300,7 @@ struct EscapeTests {
 
     @Test func unsupportedPolicyIsRefused() throws {
         #expect(throws: HyperError.self) {
-            _ = try runSandboxed(["true"]) { $0.network = .allow([NetworkDestination(host: "example.org")]) }
+            _ = try runSandboxed(["true"]) { $0.secrets = [Secret(name: "TOKEN", source: .environment("HOME"))] }
         }
     }
 }

@@ -8,6 +8,8 @@ struct SandboxRun {
     var exit: SandboxExit
     var output: String
     var errorOutput: String
+    /// The handle's report details (egress decisions, for example).
+    var details: [(String, JSONValue)] = []
 }
 
 /// Whether this host can run process sandboxes (the suite says so through its condition when not).
@@ -61,7 +63,7 @@ func runSandboxed(_ argv: [String], workspace: String? = nil, stdin: String? = n
     }
     let exit = try handle.wait()
     group.wait()
-    return SandboxRun(exit: exit, output: collected.output, errorOutput: collected.errorOutput)
+    return SandboxRun(exit: exit, output: collected.output, errorOutput: collected.errorOutput, details: handle.reportDetails)
 }
 
 /// Runs a shell script in a sandbox.

@@ -69,6 +69,8 @@ public final class EgressProxy: @unchecked Sendable {
     /// Stops accepting, cuts every open connection and waits for the proxy's threads.
     public func stop() {
         stopped.withLock { $0 = true }
+        // A thread blocked in accept on a Unix socket is not woken by shutdown: a last connection wakes it.
+        if let wake = try? HostSockets.connectUnix(socketPath) { HostSystem.closeDescriptor(wake) }
         HostSockets.shutdownBoth(listener)
         for fd in open.value { HostSockets.shutdownBoth(fd) }
         while true {

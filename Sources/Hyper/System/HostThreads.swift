@@ -144,6 +144,9 @@ extension HostSystem {
 
     /// Closes a descriptor.
     public static func closeDescriptor(_ fd: Int32) { close(fd) }
+
+    /// A close-on-exec duplicate of a descriptor, or -1.
+    public static func duplicate(_ fd: Int32) -> Int32 { fcntl(fd, F_DUPFD_CLOEXEC, 3) }
 }
 
 extension HostSystem {

@@ -1,0 +1,87 @@
+import Foundation
+import Hyper
+import Testing
+@testable import HyperProcess
+
+/// A host web server on 127.0.0.1 (python's http.server), stopped by the caller.
+final class HostWebServer {
+    let port: UInt16
+    private let process: Process
+
+    init() throws {
+        port = UInt16.random(in: 20_000...40_000)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", "/usr/share"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<200 {
+            if let fd = try? HostSockets.connect(to: IPAddress("127.0.0.1")!, port: port) {
+                HostSystem.closeDescriptor(fd)
+                return
+            }
+            usleep(20_000)
+        }
+    }
+
+    func stop() {
+        // SIGKILL: a child started from a test thread may inherit a mask that blocks SIGTERM.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+/// A python script for inside the sandbox: one request per argument, each `HOST:PORT` fetched through the
+/// sandbox's proxy (127.0.0.1:3128) as plain HTTP, or `connect:HOST:PORT` as a CONNECT; prints each status line.
+let proxyClient = """
+import socket, sys
+for target in sys.argv[1:]:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    if target.startswith("connect:"):
+        s.sendall(("CONNECT %s HTTP/1.1\\r\\n\\r\\n" % target[8:]).encode())
+    else:
+        s.sendall(("GET http://%s/ HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n" % (target, target)).encode())
+    print(target, s.recv(4096).decode(errors="replace").split("\\r\\n")[0])
+"""
+
+@Suite("Egress through the host proxy, in real sandboxes", .serialized,
+       .enabled(if: processSandboxesAvailable && python3Available, "needs process sandboxes and python3"))
+struct EgressSandboxTests {
+    @Test func onlyTheAllowlistGetsOutAndEveryDecisionIsReported() throws {
+        let server = try HostWebServer()
+        defer { server.stop() }
+        let port = server.port
+        let run = try runSandboxed(["python3", "-c", proxyClient, "127.0.0.1:\(port)", "connect:127.0.0.1:\(port)", "127.0.0.1:\(port + 1)",
+                                    "example.org:80", "169.254.169.254:80", "localhost:\(port + 2)", "10.0.0.1:\(port)"]) { spec in
+            spec.network = .allow([NetworkDestination(host: "127.0.0.1", port: port), NetworkDestination(host: "localhost", port: port + 2)])
+        }
+        #expect(run.exit == .exited(0), "\(run.errorOutput)")
+        let lines = run.output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 7)
+        #expect(lines[0].hasSuffix("HTTP/1.0 200 OK"), "an allowed host answers through the proxy")
+        #expect(lines[1].hasSuffix("HTTP/1.1 200 Connection established"))
+        for line in lines.dropFirst(2) { #expect(line.hasSuffix("HTTP/1.1 403 Forbidden"), "\(line)") }
+        #expect(run.errorOutput.contains("hyperctl: egress denied: 169.254.169.254:80"))
+        #expect(run.errorOutput.contains("localhost resolves to"))
+
+        guard case let .array(decisions)? = run.details.first(where: { $0.0 == "egress" })?.1 else {
+            Issue.record("no egress decisions in the report")
+            return
+        }
+        #expect(decisions.count == 7)
+        #expect(decisions.map { $0["allowed"] } == [.bool(true), .bool(true)] + Array(repeating: .bool(false), count: 5))
+        #expect(decisions[0]["host"] == .string("127.0.0.1") && decisions[0]["port"] == .number(Double(port)))
+        if case let .number(bytes)? = decisions[0]["bytesIn"] { #expect(bytes > 0) }
+    }
+
+    @Test func theEnvironmentNamesTheProxyAndThereIsNoOtherWayOut() throws {
+        let server = try HostWebServer()
+        defer { server.stop() }
+        let run = try runScript("""
+            echo "$HTTP_PROXY $HTTPS_PROXY $NO_PROXY"
+            python3 -c 'import socket; socket.create_connection(("127.0.0.1", \(server.port)), timeout=2)' 2>/dev/null && echo direct || echo no-direct
+            """) { $0.network = .allow([NetworkDestination(host: "127.0.0.1", port: server.port)]) }
+        #expect(run.output == "http://127.0.0.1:3128 http://127.0.0.1:3128 localhost,127.0.0.1,::1\nno-direct\n")
+    }
+}
