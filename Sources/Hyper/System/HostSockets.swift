@@ -43,19 +43,24 @@ public struct IPAddress: Equatable, Hashable, Sendable, CustomStringConvertible 
 
 /// Stream sockets for the egress proxy: a Unix listener, TCP connections and name resolution.
 public enum HostSockets {
-    /// Listens on a Unix stream socket at `path` (replacing a stale one) that any local user may connect to.
-    public static func listenUnix(_ path: String) throws(HostCallError) -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw HostCallError(operation: "create a socket for", subject: path, errorNumber: errno) }
+    /// A new Unix stream socket and the address of `path`.
+    private static func unixSocket(_ path: String, operation: String) throws(HostCallError) -> (Int32, sockaddr_un) {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw HostCallError(operation: "bind", subject: path, errorNumber: ENAMETOOLONG)
+            throw HostCallError(operation: operation, subject: path, errorNumber: ENAMETOOLONG)
         }
         // SAFETY: copies the path (shorter than sun_path, checked) into the local sockaddr_un's zeroed array.
         unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in unsafe raw.copyBytes(from: bytes) }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw HostCallError(operation: "create a socket for", subject: path, errorNumber: errno) }
+        return (fd, address)
+    }
+
+    /// Listens on a Unix stream socket at `path` (replacing a stale one) that any local user may connect to.
+    public static func listenUnix(_ path: String) throws(HostCallError) -> Int32 {
+        var (fd, address) = try unixSocket(path, operation: "bind")
         HostSystem.removeQuietly(path)
         // SAFETY: bind reads a sockaddr_un of the given size from the local.
         let bound = unsafe withUnsafePointer(to: &address) { pointer in
@@ -144,17 +149,7 @@ public enum HostSockets {
 
     /// Connects to a Unix stream socket.
     public static func connectUnix(_ path: String) throws(HostCallError) -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw HostCallError(operation: "create a socket for", subject: path, errorNumber: errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw HostCallError(operation: "connect to", subject: path, errorNumber: ENAMETOOLONG)
-        }
-        // SAFETY: copies the path (shorter than sun_path, checked) into the local's zeroed array.
-        unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in unsafe raw.copyBytes(from: bytes) }
+        var (fd, address) = try unixSocket(path, operation: "connect to")
         // SAFETY: connect reads one sockaddr_un from the local.
         let result = unsafe withUnsafePointer(to: &address) { pointer in
             unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
