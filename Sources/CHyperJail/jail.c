@@ -547,6 +547,10 @@ static void start_egress_forwarder(void) {
         return;
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    // The command runs as the same user: keep the forwarder out of its reach (no ptrace) and under the same
+    // system-call filter, so it is never a way around the command's own restrictions.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (cfg.seccomp.len > 0 && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &cfg.seccomp) != 0) _exit(1);
     int keep = listener;
     for (int fd = 0; fd < 1024; fd++) if (fd != keep) close(fd);
     int null_fd = open("/dev/null", O_RDWR);
