@@ -32,7 +32,7 @@ public struct ProcessBackend: Backend {
 
     static func capabilities(for facts: ProcessHostFacts) -> Set<SandboxFeature> {
         var features: Set<SandboxFeature> = [.mounts, .readOnlyMounts, .memoryLimit, .pidsLimit, .timeout, .interactive, .tty, .customRoot,
-                                             .networkAllowlist]
+                                             .networkAllowlist, .secrets]
         if facts.isRoot, facts.limitControllers.contains("cpu"), facts.cgroupLayout != .absent { features.insert(.cpuLimit) }
         return features
     }
@@ -46,8 +46,9 @@ public struct ProcessBackend: Backend {
         try checkSupport(spec, options: options, capabilities: Self.capabilities(for: facts))
         #if os(Linux)
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
+        let secrets = try JailPlanner.readSecrets(spec)
         let egress = try startEgressProxy(spec, name: name, streams: options.streams)
-        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath)
+        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secretValues: secrets)
         let sandbox: ProcessSandbox
         do {
             sandbox = try start(config, streams: options.streams, egress: egress)

@@ -85,3 +85,30 @@ struct EgressSandboxTests {
         #expect(run.output == "http://127.0.0.1:3128 http://127.0.0.1:3128 localhost,127.0.0.1,::1\nno-direct\n")
     }
 }
+
+@Suite("Secrets delivered as files, in real sandboxes", .serialized, .enabled(if: processSandboxesAvailable, "needs process sandboxes"))
+struct SecretFileTests {
+    @Test func aSecretIsAReadOnlyFileAndNowhereElse() throws {
+        let value = "s3cr3t-\(UUID().uuidString)"
+        let path = NSTemporaryDirectory() + "hyperctl-secret-\(UUID().uuidString)"
+        try Data(value.utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try runScript("""
+            cat /run/secrets/API_TOKEN; echo
+            ls -l /run/secrets | tail -1 | cut -c1-10
+            echo changed > /run/secrets/API_TOKEN 2>/dev/null && echo writable || echo read-only
+            env | grep -c s3cr3t
+            cat /proc/self/cmdline /proc/1/cmdline /proc/1/environ 2>/dev/null | grep -c s3cr3t
+            """) { $0.secrets = [Secret(name: "API_TOKEN", source: .file(path))] }
+        #expect(run.output == "\(value)\n-rw-r--r--\nread-only\n0\n0\n", "\(run.errorOutput)")
+        #expect(!run.errorOutput.contains(value))
+    }
+
+    @Test func anUnreadableSecretNamesItselfNotAValue() {
+        #expect {
+            _ = try runSandboxed(["true"]) { $0.secrets = [Secret(name: "TOKEN", source: .environment("HYPERCTL_TEST_UNSET_VARIABLE"))] }
+        } throws: { error in
+            "\(error)".contains("TOKEN") && "\(error)".contains("HYPERCTL_TEST_UNSET_VARIABLE")
+        }
+    }
+}

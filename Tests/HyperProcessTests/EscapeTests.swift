@@ -298,9 +298,16 @@ struct EscapeTests {
         #expect(try String(contentsOfFile: data + "/input.txt", encoding: .utf8) == "shared\n")
     }
 
-    @Test func unsupportedPolicyIsRefused() throws {
-        #expect(throws: HyperError.self) {
-            _ = try runSandboxed(["true"]) { $0.secrets = [Secret(name: "TOKEN", source: .environment("HOME"))] }
+    @Test func unsupportedFeaturesAreRefused() throws {
+        var spec = SandboxSpec()
+        spec.command = ["true"]
+        spec.workspace = "/tmp"
+        var options = LaunchOptions()
+        options.faults = [PhaseFault(phase: .created, kind: .fail)]
+        #expect {
+            _ = try ProcessBackend().launch(try spec.validated(), options: options)
+        } throws: { error in
+            (error as? HyperError)?.code == .unsupportedFeature && (error as? HyperError)?.message.contains("fault injection") == true
         }
     }
 }
