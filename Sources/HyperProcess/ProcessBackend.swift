@@ -138,6 +138,7 @@ final class EgressProxyHandle: Sendable {
     /// Stops the proxy and removes its folder. Safe to call more than once.
     func stop() {
         proxy.stop()
+        HostSystem.removeQuietly(proxy.socketPath)  // A socket, which a tree listing leaves out.
         HostSystem.removeTree(folder)
         logDescriptor.withLock { fd in
             if fd >= 0 { HostSystem.closeDescriptor(fd) }

@@ -73,6 +73,8 @@ struct EgressSandboxTests {
         #expect(decisions.map { $0["allowed"] } == [.bool(true), .bool(true)] + Array(repeating: .bool(false), count: 5))
         #expect(decisions[0]["host"] == .string("127.0.0.1") && decisions[0]["port"] == .number(Double(port)))
         if case let .number(bytes)? = decisions[0]["bytesIn"] { #expect(bytes > 0) }
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp"))?.filter { $0.hasPrefix("hyperctl-egress-sandbox-\(getpid())-") } ?? []
+        #expect(leftovers.isEmpty, "the proxy's folder is removed: \(leftovers)")
     }
 
     @Test func theEnvironmentNamesTheProxyAndThereIsNoOtherWayOut() throws {
