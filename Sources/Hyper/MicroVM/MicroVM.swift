@@ -97,13 +97,8 @@ public final class MicroVM: @unchecked Sendable {
         try vcpus[0].setSpecialRegisters(entry.specialRegisters)
         try vcpus[0].setRegisters(entry.registers)
 
-        serial = Serial16550 { [console] bytes in console.append(bytes) }
         let machine = self.machine
-        serial.interrupt = { active in try? machine.setInterruptLine(BootLayout.serialInterrupt, active: active) }
-        let keyboardController = I8042()
-        keyboardController.onReset = { [unowned bus] in bus.requestedExit = .reset }
-        try bus.mapPorts(BootLayout.serialPort, length: 8, to: serial)
-        try bus.mapPorts(BootLayout.i8042Port, length: 5, to: keyboardController)
+        serial = try RawMachine.mapLegacyDevices(on: bus, machine: machine) { [console] bytes in console.append(bytes) }
         var transports: [VirtioMMIOTransport] = []
         for (device, window) in zip(devices, windows) {
             let trigger = try machine.makeInterruptTrigger(line: window.interrupt)

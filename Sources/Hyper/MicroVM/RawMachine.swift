@@ -23,18 +23,26 @@ public enum RawMachine {
 
         let bus = MachineBus()
         let console = request.consoleOutput
-        let serial = Serial16550 { bytes in try? HostSystem.writeAll(console, bytes) }
-        serial.interrupt = { active in try? machine.setInterruptLine(BootLayout.serialInterrupt, active: active) }
-        let keyboardController = I8042()
-        keyboardController.onReset = { [unowned bus] in bus.requestedExit = .reset }
-        try bus.mapPorts(BootLayout.serialPort, length: 8, to: serial)
-        try bus.mapPorts(BootLayout.i8042Port, length: 5, to: keyboardController)
+        let serial = try mapLegacyDevices(on: bus, machine: machine) { bytes in try? HostSystem.writeAll(console, bytes) }
         for extra in devices { try bus.mapMemory(extra.base, length: extra.length, to: extra.device) }
 
         let deadline = request.timeout.map { HostSystem.monotonicNanoseconds() + UInt64(max(0, $0.nanoseconds)) }
         let exit = try vcpu.run(bus: bus, deadline: deadline)
         serial.flush()
         return try status(for: exit)
+    }
+
+    /// Maps COM1 (its output to `consoleOutput`, its IRQ on `machine`) and the i8042 (whose reset line ends the
+    /// run) on `bus`, as every x86 machine here has them; returns the serial port, to flush at the end.
+    static func mapLegacyDevices(on bus: MachineBus, machine: any VirtualMachine,
+                                 consoleOutput: @escaping @Sendable ([UInt8]) -> Void) throws(HyperError) -> Serial16550 {
+        let serial = Serial16550(output: consoleOutput)
+        serial.interrupt = { active in try? machine.setInterruptLine(BootLayout.serialInterrupt, active: active) }
+        let keyboardController = I8042()
+        keyboardController.onReset = { [unowned bus] in bus.requestedExit = .reset }
+        try bus.mapPorts(BootLayout.serialPort, length: 8, to: serial)
+        try bus.mapPorts(BootLayout.i8042Port, length: 5, to: keyboardController)
+        return serial
     }
 
     /// Maps a VM exit to the boot command's outcome.

@@ -101,6 +101,7 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         public var queueSelect: UInt32 = 0
         public var interruptStatus: UInt32 = 0
         public var configGeneration: UInt32 = 0
+        /// Each queue and whether it is live (filled in by `state`; held by the rings while running).
         public var queues: [VirtQueue] = []
         public var ready: [Bool] = []
         /// Why the device failed, once it has.
@@ -135,7 +136,10 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
             throw HyperError(.invalidArgument, "virtio state has \(state.queues.count) queues; this device has \(rings.queues.count)")
         }
         lock.withLock { _ in
+            // The queues live in `rings` only; the state carries them for snapshots.
             registers = state
+            registers.queues = []
+            registers.ready = []
             rings.queues = state.queues
             rings.ready = state.ready
         }
