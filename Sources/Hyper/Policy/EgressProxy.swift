@@ -201,7 +201,7 @@ struct ProxyRequest {
 
     init?(head: [UInt8]) {
         let text = String(decoding: head, as: UTF8.self)
-        var lines = text.components(separatedBy: "\r\n").filter { !$0.isEmpty }
+        var lines = text.split(separator: "\r\n").map(String.init)
         guard !lines.isEmpty else { return nil }
         let requestLine = lines.removeFirst().split(separator: " ").map(String.init)
         guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else { return nil }
@@ -270,16 +270,5 @@ struct ProxyRequest {
 extension String {
     fileprivate func trimmingSpaces() -> String {
         String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
-    }
-
-    fileprivate func components(separatedBy separator: String) -> [String] {
-        var parts: [String] = []
-        var rest = Substring(self)
-        while let range = rest.firstRange(of: separator) {
-            parts.append(String(rest[..<range.lowerBound]))
-            rest = rest[range.upperBound...]
-        }
-        parts.append(String(rest))
-        return parts
     }
 }
