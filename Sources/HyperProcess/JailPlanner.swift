@@ -19,32 +19,6 @@ public struct JailPlanner: Sendable {
     /// Parts of /etc taken from the system root read-only: the loader cache, certificates, alternatives, zone.
     static let etcEntries = ["ld.so.cache", "ssl", "ca-certificates", "alternatives", "localtime"]
 
-    /// Reads each secret's value on the host. Values travel only in the helper's configuration pipe, never in
-    /// an argument, an environment variable or a message: an error names the secret and its source only.
-    public static func readSecrets(_ spec: SandboxSpec) throws(HyperError) -> [(name: String, value: String)] {
-        var values: [(name: String, value: String)] = []
-        for secret in spec.secrets {
-            var bytes: [UInt8]
-            switch secret.source {
-            case let .file(path):
-                guard let read = try? HostSystem.readFile(path, limit: 1 << 20) else {
-                    throw HyperError(.invalidSpec, "secret \(secret.name): cannot read \(path) (at most 1 MiB)")
-                }
-                bytes = read
-            case let .environment(variable):
-                guard let value = HostSystem.environmentValue(variable) else {
-                    throw HyperError(.invalidSpec, "secret \(secret.name): host environment variable \(variable) is not set")
-                }
-                bytes = Array(value.utf8)
-            }
-            guard !bytes.contains(0), let text = String(validating: bytes, as: UTF8.self) else {
-                throw HyperError(.invalidSpec, "secret \(secret.name): the value must be UTF-8 text without NUL bytes")
-            }
-            values.append((secret.name, text))
-        }
-        return values
-    }
-
     /// Where secrets are delivered as files inside the sandbox (`/run/secrets/NAME`).
     public static let secretsDirectory = "/run/secrets"
 
@@ -56,12 +30,15 @@ public struct JailPlanner: Sendable {
     /// Returns the helper configuration for a spec. With `egressSocket` (the host path of the egress proxy's
     /// socket), the socket is bound into the sandbox, the helper forwards 127.0.0.1:3128 to it, and the
     /// command's environment names that proxy.
-    /// `secretValues` (name, value) become read-only files in `/run/secrets` of the sandbox's read-only root.
+    /// Each of `secrets` becomes a read-only file in `/run/secrets` of the sandbox's read-only root (holding
+    /// the placeholder for an injected secret, which also goes into the command's environment).
     public func plan(_ spec: SandboxSpec, facts: ProcessHostFacts, sandboxName: String, egressSocket: String? = nil,
-                     secretValues: [(name: String, value: String)] = []) -> JailConfig {
+                     secrets: SandboxSecrets = SandboxSecrets()) -> JailConfig {
         var config = JailConfig()
         config.argv = spec.command
-        config.environment = spec.environment.map { "\($0.name)=\($0.value)" }
+        let placeholders = secrets.placeholderEnvironment
+        config.environment = (spec.environment.filter { variable in !placeholders.contains { $0.name == variable.name } } + placeholders)
+            .map { "\($0.name)=\($0.value)" }
         config.workingDirectory = spec.workingDirectory ?? spec.workspace
         config.forwardStdin = spec.interactive
         config.tty = spec.tty
@@ -110,9 +87,9 @@ public struct JailPlanner: Sendable {
             config.environment += ["NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"]
         }
 
-        if !secretValues.isEmpty {
+        if !secrets.entries.isEmpty {
             config.directories.append(Self.secretsDirectory)
-            for (name, value) in secretValues { config.files.append((path: Self.secretsDirectory + "/" + name, content: value)) }
+            for secret in secrets.entries { config.files.append((path: Self.secretsDirectory + "/" + secret.name, content: secret.visibleValue)) }
         }
 
         config.cgroups = CgroupPlan.make(limits: spec.limits, facts: facts, name: sandboxName)

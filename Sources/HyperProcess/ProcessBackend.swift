@@ -46,9 +46,9 @@ public struct ProcessBackend: Backend {
         try checkSupport(spec, options: options, capabilities: Self.capabilities(for: facts))
         #if os(Linux)
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
-        let secrets = try JailPlanner.readSecrets(spec)
-        let egress = try startEgressProxy(spec, name: name, streams: options.streams)
-        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secretValues: secrets)
+        let secrets = try SandboxSecrets.read(spec)
+        let egress = try startEgressProxy(spec, name: name, secrets: secrets, streams: options.streams)
+        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets)
         let sandbox: ProcessSandbox
         do {
             sandbox = try start(config, streams: options.streams, egress: egress)
@@ -71,7 +71,7 @@ public struct ProcessBackend: Backend {
     #if os(Linux)
     /// For an allowlist: the egress proxy listening on a socket in a private folder (not yet serving), logging
     /// each refusal on stderr.
-    func startEgressProxy(_ spec: SandboxSpec, name: String, streams: StandardStreams) throws(HyperError) -> EgressProxyHandle? {
+    func startEgressProxy(_ spec: SandboxSpec, name: String, secrets: SandboxSecrets, streams: StandardStreams) throws(HyperError) -> EgressProxyHandle? {
         guard case let .allow(destinations) = spec.network else { return nil }
         let folder = "/tmp/hyperctl-egress-\(name)"
         do {
@@ -82,7 +82,7 @@ public struct ProcessBackend: Backend {
         // Its own copy of stderr: the caller may close theirs once the sandbox has started.
         let log = HostSystem.duplicate(streams.error)
         do {
-            let proxy = try EgressProxy(policy: EgressPolicy(destinations: destinations), socketPath: folder + "/egress.sock") { record in
+            let proxy = try EgressProxy(policy: EgressPolicy(destinations: destinations), socketPath: folder + "/egress.sock", secrets: secrets) { record in
                 guard !record.allowed else { return }
                 try? HostSystem.writeAll(log, Array("hyperctl: egress denied: \(record.host):\(record.port): \(record.reason ?? "refused")\n".utf8))
             }

@@ -3,16 +3,33 @@ import Hyper
 import Testing
 @testable import HyperProcess
 
-/// A host web server on 127.0.0.1 (python's http.server), stopped by the caller.
+/// A host web server on 127.0.0.1, stopped by the caller: python's http.server over /usr/share, or with
+/// `echoingAuthorization`, one that answers every GET with the request's `Authorization` header as its body.
 final class HostWebServer {
     let port: UInt16
     private let process: Process
 
-    init() throws {
+    static let authorizationEcho = """
+        import http.server, sys
+        class Echo(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = ("authorization=%s\\n" % self.headers.get("Authorization", "")).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *args):
+                pass
+        http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+        """
+
+    init(echoingAuthorization: Bool = false) throws {
         port = UInt16.random(in: 20_000...40_000)
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", "/usr/share"]
+        process.arguments = echoingAuthorization
+            ? ["-c", Self.authorizationEcho, String(port)]
+            : ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", "/usr/share"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -85,6 +102,65 @@ struct EgressSandboxTests {
             python3 -c 'import socket; socket.create_connection(("127.0.0.1", \(server.port)), timeout=2)' 2>/dev/null && echo direct || echo no-direct
             """) { $0.network = .allow([NetworkDestination(host: "127.0.0.1", port: server.port)]) }
         #expect(run.output == "http://127.0.0.1:3128 http://127.0.0.1:3128 localhost,127.0.0.1,::1\nno-direct\n")
+    }
+}
+
+/// A python script for inside the sandbox: for each `HOST:PORT` argument, a plain-HTTP GET through the proxy
+/// with `Authorization: Bearer $TOKEN`; prints the response's last line (the echo server's body).
+let authorizedClient = """
+import os, socket, sys
+for target in sys.argv[1:]:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(("GET http://%s/ HTTP/1.1\\r\\nHost: %s\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n" % (target, target, os.environ["TOKEN"])).encode())
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode(errors="replace").rstrip("\\n").split("\\n")[-1])
+"""
+
+@Suite("Secrets injected by the proxy, in real sandboxes", .serialized,
+       .enabled(if: processSandboxesAvailable && python3Available, "needs process sandboxes and python3"))
+struct InjectedSecretTests {
+    @Test func theBoundHostGetsTheValueWhileTheSandboxSeesOnlyThePlaceholder() throws {
+        let bound = try HostWebServer(echoingAuthorization: true)
+        defer { bound.stop() }
+        let other = try HostWebServer(echoingAuthorization: true)
+        defer { other.stop() }
+        let variable = "HYPERCTL_TEST_INJECTED_\(UInt32.random(in: 0...UInt32.max))"
+        let value = "injected-\(UUID().uuidString)"
+        setenv(variable, value, 1)
+        defer { unsetenv(variable) }
+        let run = try runScript("""
+            echo "$TOKEN"
+            cat /run/secrets/TOKEN; echo
+            python3 -c '\(authorizedClient)' 127.0.0.1:\(bound.port) 127.0.0.1:\(other.port)
+            python3 -c '\(proxyClient)' connect:127.0.0.1:\(bound.port)
+            cat /proc/self/environ /proc/1/environ /run/secrets/* 2>/dev/null | grep -c injected-
+            """) { spec in
+            spec.network = .allow([NetworkDestination(host: "127.0.0.1", port: bound.port), NetworkDestination(host: "127.0.0.1", port: other.port)])
+            spec.secrets = [Secret(name: "TOKEN", source: .environment(variable), injectedInto: [NetworkDestination(host: "127.0.0.1", port: bound.port)])]
+        }
+        let lines = run.output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 6, "\(run.output) \(run.errorOutput)")
+        guard lines.count == 6 else { return }
+        let placeholder = lines[0]
+        #expect(placeholder.hasPrefix("hyperctl-placeholder-TOKEN-") && placeholder.count > 40, "$TOKEN is the placeholder")
+        #expect(lines[1] == placeholder, "the file holds the placeholder too")
+        #expect(lines[2] == "authorization=Bearer \(value)", "the bound host gets the value")
+        #expect(lines[3] == "authorization=Bearer \(placeholder)", "another host gets only the placeholder")
+        #expect(lines[4].hasSuffix("403 Forbidden"), "a tunnel to the bound host is refused")
+        #expect(lines[5] == "0", "the value is nowhere inside")
+        #expect(!run.errorOutput.contains(value))
+        #expect(run.errorOutput.contains("does not terminate TLS"))
+        guard case let .array(decisions)? = run.details.first(where: { $0.0 == "egress" })?.1 else {
+            Issue.record("no egress decisions in the report")
+            return
+        }
+        #expect(decisions.map { $0["injectedSecrets"] } == [.array([.string("TOKEN")]), .array([]), .array([])])
+        #expect(!JSONValue.array(decisions).compactText.contains(value))
     }
 }
 

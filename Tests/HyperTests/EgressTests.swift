@@ -134,4 +134,40 @@ struct EgressProxyTests {
         #expect(decisions[4].reason?.contains("localhost resolves to 127.0.0.1") == true || decisions[4].reason?.contains("::1") == true)
         #expect(logged.value.count == 6)
     }
+
+    @Test func injectedSecretsReplaceThePlaceholderOnlyForTheirDestination() throws {
+        let server = try TestHTTPServer()
+        defer { server.stop() }
+        let variable = "HYPERCTL_TEST_PROXY_SECRET_\(UInt32.random(in: 0...UInt32.max))"
+        setenv(variable, "real-value", 1)
+        defer { unsetenv(variable) }
+        var spec = SandboxSpec()
+        spec.secrets = [Secret(name: "KEY", source: .environment(variable), injectedInto: [NetworkDestination(host: "127.0.0.1", port: server.port)])]
+        let secrets = try SandboxSecrets.read(spec)
+        let placeholder = try #require(secrets.entries.first?.placeholder)
+        #expect(secrets.entries.first?.visibleValue == placeholder && !placeholder.contains("real-value"))
+        #expect(secrets.placeholderEnvironment == [EnvironmentVariable(name: "KEY", value: placeholder)])
+        let socket = NSTemporaryDirectory() + "hyperctl-proxy-\(UUID().uuidString.prefix(8)).sock"
+        let proxy = try EgressProxy(policy: EgressPolicy(destinations: [NetworkDestination(host: "127.0.0.1", port: server.port)]),
+                                    socketPath: socket, secrets: secrets)
+        try proxy.start()
+        defer { proxy.stop() }
+        let answer = try throughProxy(socket, "GET http://127.0.0.1:\(server.port)/ HTTP/1.1\r\nX-Api-Key: \(placeholder)\r\nAuthorization: Bearer \(placeholder)\r\n\r\n")
+        #expect(answer.hasSuffix("hello"))
+        let seen = server.received.value.first ?? ""
+        #expect(seen.contains("X-Api-Key: real-value\r\n") && seen.contains("Authorization: Bearer real-value\r\n") && !seen.contains(placeholder))
+        let tunnel = try throughProxy(socket, "CONNECT 127.0.0.1:\(server.port) HTTP/1.1\r\n\r\n")
+        #expect(tunnel.hasPrefix("HTTP/1.1 403") && tunnel.contains("does not terminate TLS"))
+        #expect(proxy.decisions.map(\.injected) == [["KEY"], []])
+        #expect(!proxy.decisions.map { $0.summary.compactText }.joined().contains("real-value"))
+    }
+
+    @Test func anInjectedValueMustFitInAHeader() {
+        let variable = "HYPERCTL_TEST_PROXY_SECRET_\(UInt32.random(in: 0...UInt32.max))"
+        setenv(variable, "two\nlines", 1)
+        defer { unsetenv(variable) }
+        var spec = SandboxSpec()
+        spec.secrets = [Secret(name: "KEY", source: .environment(variable), injectedInto: [NetworkDestination(host: "a.test")])]
+        #expect(throws: HyperError.self) { try SandboxSecrets.read(spec) }
+    }
 }

@@ -73,6 +73,10 @@ struct SpecTests {
         #expect(try NetworkPolicy.parse("allow:[::1]:8080,Example.org") ==
                 .allow([NetworkDestination(host: "::1", port: 8080), NetworkDestination(host: "example.org")]))
         #expect(try Secret.parse("T=file:/run/t") == Secret(name: "T", source: .file("/run/t")))
+        #expect(try Secret.parse("T=env:V@api.example.com,*.x.org:8080") ==
+                Secret(name: "T", source: .environment("V"), injectedInto: [NetworkDestination(host: "api.example.com"), NetworkDestination(host: "*.x.org", port: 8080)]))
+        #expect(try Secret.parse("T=file:/a@b/t") == Secret(name: "T", source: .file("/a@b/t")), "an @ inside a path is the path's")
+        #expect(errorMessage { () throws(HyperError) in try Secret.parse("T=env:V@") }?.contains("injection destination \"\" is invalid") == true)
         #expect(try EnvironmentVariable.parse("A=b=c") == EnvironmentVariable(name: "A", value: "b=c"))
         #expect(errorMessage { () throws(HyperError) in try NetworkPolicy.parse("allow:::1") }?.contains("without brackets") == true)
         #expect(errorMessage { () throws(HyperError) in try NetworkPolicy.parse("some") }?.contains("not none or allow") == true)
@@ -106,6 +110,29 @@ struct SpecTests {
         spec.secrets = []
         let valid = try spec.validated()
         #expect(valid.workspace == (try HostSystem.realPath("/tmp")))
+    }
+
+    @Test func injectedSecretsNeedTheirDestinationsOnTheAllowlist() throws {
+        var spec = SandboxSpec()
+        spec.command = ["true"]
+        spec.workspace = "/tmp"
+        spec.secrets = [Secret(name: "T", source: .file("/etc/hostname"), injectedInto: [NetworkDestination(host: "api.example.com", port: 80)])]
+        #expect(errorMessage { () throws(HyperError) in try spec.validated() }?.contains("needs a network allowlist") == true)
+        spec.network = .allow([NetworkDestination(host: "other.example.com")])
+        #expect(errorMessage { () throws(HyperError) in try spec.validated() } ==
+                "secret T: the injection destination api.example.com:80 is not on the network allowlist")
+        spec.network = .allow([NetworkDestination(host: "*.example.com", port: 80)])
+        _ = try spec.validated()
+        #expect(spec.summary.compactText.contains(#""injectedSecrets":{"T":["api.example.com:80"]}"#))
+    }
+
+    @Test func destinationsMatchAndOverlap() {
+        let wildcard = NetworkDestination(host: "*.example.com", port: 443)
+        #expect(wildcard.matches(host: "API.example.com", port: 443))
+        #expect(!wildcard.matches(host: "example.com", port: 443) && !wildcard.matches(host: "api.example.com", port: 80))
+        #expect(NetworkDestination(host: "::1").matches(host: "0:0::1", port: 9))
+        #expect(wildcard.overlaps(NetworkDestination(host: "a.example.com")) && wildcard.overlaps(NetworkDestination(host: "*.b.example.com")))
+        #expect(!wildcard.overlaps(NetworkDestination(host: "example.com")) && !wildcard.overlaps(NetworkDestination(host: "a.example.com", port: 80)))
     }
 
     @Test func summaryNeverShowsValues() {

@@ -396,21 +396,3 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         return lines.isEmpty ? "" : "; last console lines:\n  " + lines.joined(separator: "\n  ")
     }
 }
-
-/// The host's random pool, for virtio-rng.
-final class HostRandom: Sendable {
-    private let descriptor: Int32
-
-    init() throws(HyperError) {
-        do {
-            descriptor = try HostSystem.openFile("/dev/urandom", writable: false).descriptor
-        } catch {
-            throw HyperError(.hostFailure, "entropy: \(error)")
-        }
-    }
-
-    deinit { HostSystem.closeDescriptor(descriptor) }
-
-    /// Up to `count` random bytes (fewer only if the read fails).
-    func bytes(_ count: Int) -> [UInt8] { (try? HostSystem.readSome(descriptor, count: count)) ?? [] }
-}

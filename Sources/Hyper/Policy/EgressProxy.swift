@@ -1,6 +1,8 @@
 /// The host-side egress proxy: a sandbox's only way out. It speaks HTTP CONNECT and plain HTTP forward
 /// proxying on a Unix socket, lets through only what the `EgressPolicy` allows, answers everything else with
-/// 403, and records every decision (host, port, verdict, bytes each way) for the sandbox's report.
+/// 403, and records every decision (host, port, verdict, bytes each way) for the sandbox's report. In plain-HTTP
+/// requests to an injected secret's destinations it replaces the secret's placeholder in header values with the
+/// value; it does not terminate TLS, so it refuses `CONNECT` to those destinations rather than send the placeholder.
 public final class EgressProxy: @unchecked Sendable {
     /// One decision and what went through afterwards.
     public struct Record: Equatable, Sendable {
@@ -11,11 +13,14 @@ public final class EgressProxy: @unchecked Sendable {
         public var reason: String?
         public var bytesOut: UInt64 = 0
         public var bytesIn: UInt64 = 0
+        /// The secrets whose values the proxy put into this request (names only).
+        public var injected: [String] = []
 
         /// The record as a report shows it.
         public var summary: JSONValue {
             .object([("host", .string(host)), ("port", .integer(port)), ("allowed", .bool(allowed)),
-                     ("reason", reason.map { .string($0) } ?? .null), ("bytesOut", .integer(bytesOut)), ("bytesIn", .integer(bytesIn))])
+                     ("reason", reason.map { .string($0) } ?? .null), ("bytesOut", .integer(bytesOut)), ("bytesIn", .integer(bytesIn)),
+                     ("injectedSecrets", .array(injected.map { .string($0) }))])
         }
     }
 
@@ -24,6 +29,7 @@ public final class EgressProxy: @unchecked Sendable {
 
     public let socketPath: String
     private let policy: EgressPolicy
+    private let secrets: SandboxSecrets
     private let listener: Int32
     private let onDecision: @Sendable (Record) -> Void
     private let records = Locked<[Record]>([])
@@ -31,9 +37,12 @@ public final class EgressProxy: @unchecked Sendable {
     private let threads = Locked<[HostThread]>([])
     private let stopped = Locked<Bool>(false)
 
-    /// Listens on `socketPath`. `onDecision` hears each decision as it is made (for a log line).
-    public init(policy: EgressPolicy, socketPath: String, onDecision: @escaping @Sendable (Record) -> Void = { _ in }) throws(HyperError) {
+    /// Listens on `socketPath`. `secrets` are the sandbox's secrets (the injected ones matter here);
+    /// `onDecision` hears each decision as it is made (for a log line).
+    public init(policy: EgressPolicy, socketPath: String, secrets: SandboxSecrets = SandboxSecrets(),
+                onDecision: @escaping @Sendable (Record) -> Void = { _ in }) throws(HyperError) {
         self.policy = policy
+        self.secrets = secrets
         self.socketPath = socketPath
         self.onDecision = onDecision
         do { listener = try HostSockets.listenUnix(socketPath) } catch { throw HyperError(.hostFailure, "egress proxy: \(error)") }
@@ -104,11 +113,19 @@ public final class EgressProxy: @unchecked Sendable {
             return
         }
         let decision = policy.decide(host: request.host, port: request.port)
-        guard case let .allow(address) = decision else {
-            let reason: String
-            if case let .deny(why) = decision { reason = why } else { reason = "refused" }
+        let bound = secrets.injections(host: request.host, port: request.port)
+        func deny(_ reason: String) {
             _ = record(Record(host: request.host, port: request.port, allowed: false, reason: reason))
             try? HostSystem.writeAll(client, ProxyRequest.response(403, "hyperctl: egress to \(request.host):\(request.port) denied: \(reason)\n"))
+        }
+        guard case let .allow(address) = decision else {
+            if case let .deny(why) = decision { deny(why) } else { deny("refused") }
+            return
+        }
+        if request.isTunnel, !bound.isEmpty {
+            let names = bound.map(\.name).joined(separator: ", ")
+            deny("the proxy injects \(names) into requests to this destination and does not terminate TLS, so a tunnel (HTTPS) to it "
+                 + "would carry only the placeholder; use http:// for it, or deliver the secret as a file")
             return
         }
         let upstream: Int32
@@ -121,12 +138,18 @@ public final class EgressProxy: @unchecked Sendable {
         }
         open.withLock { _ = $0.insert(upstream) }
         defer { finish(upstream) }
-        let index = record(Record(host: request.host, port: request.port, allowed: true, reason: nil))
+        var entry = Record(host: request.host, port: request.port, allowed: true, reason: nil)
         var outgoing: UInt64 = 0
+        var forwarded: [UInt8] = []
+        if !request.isTunnel {
+            (forwarded, entry.injected) = request.forwardedHead(replacing: bound.compactMap { secret in
+                secret.placeholder.map { ($0, secret.value, secret.name) }
+            })
+        }
+        let index = record(entry)
         if request.isTunnel {
             try? HostSystem.writeAll(client, Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8))
         } else {
-            let forwarded = request.forwardedHead
             try? HostSystem.writeAll(upstream, forwarded)
             outgoing += UInt64(forwarded.count)
         }
@@ -247,18 +270,26 @@ struct ProxyRequest {
     }
 
     /// The head sent upstream for plain HTTP: origin-form target, no proxy headers, one request per connection.
-    var forwardedHead: [UInt8] {
+    /// Each `replacements` placeholder found in a header value is replaced by its value; the names of those
+    /// replaced come back with the head.
+    func forwardedHead(replacing replacements: [(placeholder: String, value: String, name: String)] = []) -> (head: [UInt8], replaced: [String]) {
         var lines = ["\(method) \(path) \(version)"]
         var hasHost = false
+        var replaced: [String] = []
         for header in headers {
             let name = header.name.lowercased()
             if name.hasPrefix("proxy-") || name == "connection" || name == "keep-alive" { continue }
             if name == "host" { hasHost = true }
-            lines.append("\(header.name): \(header.value)")
+            var value = header.value
+            for replacement in replacements where value.contains(replacement.placeholder) {
+                value = value.replacing(replacement.placeholder, with: replacement.value)
+                if !replaced.contains(replacement.name) { replaced.append(replacement.name) }
+            }
+            lines.append("\(header.name): \(value)")
         }
         if !hasHost { lines.append("Host: \(host.contains(":") ? "[\(host)]" : host)\(port == 80 ? "" : ":\(port)")") }
         lines.append("Connection: close")
-        return Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8)
+        return (Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8), replaced)
     }
 
     static func response(_ code: Int, _ body: String) -> [UInt8] {

@@ -143,6 +143,29 @@ public struct NetworkDestination: Equatable, Sendable, CustomStringConvertible {
         return port.map { "\(shownHost):\($0)" } ?? shownHost
     }
 
+    /// Whether `host` (a name or an IP literal, without brackets) at `port` is this destination: the same name,
+    /// a name under this `*.domain` wildcard, or the same address; and this port, when it names one.
+    public func matches(host: String, port: UInt16) -> Bool {
+        if let own = self.port, own != port { return false }
+        let name = host.lowercased()
+        if let address = IPAddress(name), let listed = IPAddress(self.host) { return address.unmapped == listed.unmapped }
+        if self.host.hasPrefix("*.") { return name.hasSuffix(self.host.dropFirst()) && name.count > self.host.count - 1 }
+        return self.host == name
+    }
+
+    /// Whether some host and port could match both this destination and `other`.
+    public func overlaps(_ other: NetworkDestination) -> Bool {
+        if let port, let otherPort = other.port, port != otherPort { return false }
+        if host == other.host { return true }
+        if let address = IPAddress(host), let otherAddress = IPAddress(other.host) { return address.unmapped == otherAddress.unmapped }
+        func covers(_ wildcard: String, _ name: String) -> Bool {
+            guard wildcard.hasPrefix("*.") else { return false }
+            let suffix = wildcard.dropFirst()  // ".example.org"
+            return name.hasPrefix("*.") ? name.dropFirst().hasSuffix(suffix) : name.hasSuffix(suffix) && name.count > suffix.count
+        }
+        return covers(host, other.host) || covers(other.host, host)
+    }
+
     /// Parses `host`, `host:port`, `*.domain`, `[ipv6]` or `[ipv6]:port`.
     public static func parse(_ text: String) throws(HyperError) -> NetworkDestination {
         func invalid(_ why: String) -> HyperError {
@@ -189,6 +212,10 @@ public struct NetworkDestination: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// A secret the sandbox may use: a name, and where the host reads its value. Never a literal value.
+///
+/// A secret is either delivered as a file (`/run/secrets/NAME`, the value visible to the command) or, when it
+/// is bound to destinations (`NAME=env:VAR@api.example.com`), injected by the egress proxy: the sandbox sees
+/// only a placeholder, which the proxy replaces with the value in requests to those destinations.
 public struct Secret: Equatable, Sendable {
     /// Where the host reads a secret's value from.
     public enum Source: Equatable, Sendable {
@@ -200,28 +227,49 @@ public struct Secret: Equatable, Sendable {
 
     public var name: String
     public var source: Source
+    /// The destinations the proxy injects the value into; empty for a secret delivered as a file.
+    public var injectedInto: [NetworkDestination]
+
+    /// Whether the proxy injects the value (the sandbox sees a placeholder).
+    public var isInjected: Bool { !injectedInto.isEmpty }
 
     /// Creates a secret declaration.
-    public init(name: String, source: Source) {
+    public init(name: String, source: Source, injectedInto: [NetworkDestination] = []) {
         self.name = name
         self.source = source
+        self.injectedInto = injectedInto
     }
 
-    /// Parses `NAME=file:PATH` or `NAME=env:VAR`.
+    static let syntax = "NAME=file:PATH or NAME=env:VAR, optionally followed by @HOST[:PORT][,HOST[:PORT]...] for proxy injection"
+
+    /// Parses `NAME=file:PATH` or `NAME=env:VAR`, each optionally followed by `@HOST[:PORT][,HOST[:PORT]...]`
+    /// (the destinations the proxy injects the value into). A file path may hold `@` only when a binding follows.
     public static func parse(_ text: String) throws(HyperError) -> Secret {
         guard let equals = text.firstIndex(of: "=") else {
-            throw HyperError(.invalidSpec, "secret: \"\(text)\" is not NAME=file:PATH or NAME=env:VAR")
+            throw HyperError(.invalidSpec, "secret: \"\(text)\" is not \(syntax)")
         }
         let name = String(text[..<equals])
         try EnvironmentVariable.validateName(name, field: "secret")
-        let sourceText = text[text.index(after: equals)...]
+        var sourceText = text[text.index(after: equals)...]
+        var destinations: [NetworkDestination] = []
+        if let at = sourceText.lastIndex(of: "@"), !sourceText[at...].contains("/") {
+            let list = sourceText[sourceText.index(after: at)...]
+            sourceText = sourceText[..<at]
+            for item in list.split(separator: ",", omittingEmptySubsequences: false) {
+                do {
+                    destinations.append(try NetworkDestination.parse(String(item)))
+                } catch {
+                    throw HyperError(.invalidSpec, "secret \(name): the injection destination \"\(item)\" is invalid: \(error.message)")
+                }
+            }
+        }
         if sourceText.hasPrefix("file:"), sourceText.count > 5 {
-            return Secret(name: name, source: .file(String(sourceText.dropFirst(5))))
+            return Secret(name: name, source: .file(String(sourceText.dropFirst(5))), injectedInto: destinations)
         }
         if sourceText.hasPrefix("env:"), sourceText.count > 4 {
             let variable = String(sourceText.dropFirst(4))
             try EnvironmentVariable.validateName(variable, field: "secret \(name)")
-            return Secret(name: name, source: .environment(variable))
+            return Secret(name: name, source: .environment(variable), injectedInto: destinations)
         }
         throw HyperError(
             .invalidSpec,

@@ -66,6 +66,14 @@ extension SandboxSpec {
         if case let .allow(list) = network, list.isEmpty {
             throw HyperError(.invalidSpec, "network: the allowlist is empty; use none to have no network")
         }
+        for secret in secrets where secret.isInjected {
+            guard case let .allow(list) = network else {
+                throw HyperError(.invalidSpec, "secret \(secret.name): it is injected by the egress proxy, which needs a network allowlist (--net allow:...)")
+            }
+            for destination in secret.injectedInto where !list.contains(where: { $0.overlaps(destination) }) {
+                throw HyperError(.invalidSpec, "secret \(secret.name): the injection destination \(destination) is not on the network allowlist")
+            }
+        }
         return spec
     }
 
@@ -114,6 +122,10 @@ extension SandboxSpec {
         case let .allow(list): members.append(("network", .object([("allow", .array(list.map { .string($0.description) }))])))
         }
         members.append(("secretNames", .array(secrets.map { .string($0.name) })))
+        let injected = secrets.filter(\.isInjected)
+        if !injected.isEmpty {
+            members.append(("injectedSecrets", .object(injected.map { ($0.name, .array($0.injectedInto.map { .string($0.description) })) })))
+        }
         var limitMembers: [(String, JSONValue)] = []
         if let memory = limits.memoryBytes { limitMembers.append(("memory", .string(Units.formatSize(memory)))) }
         if let cpus = limits.cpus { limitMembers.append(("cpus", .number(cpus))) }

@@ -9,7 +9,7 @@ enum SpecFlags {
         OptionSpec(["--env", "-e"], value: "K=V", repeatable: true, help: "Set an environment variable (the environment is empty otherwise)"),
         OptionSpec(["--workdir"], value: "DIR", help: "Working directory inside the sandbox (default: the workspace)"),
         OptionSpec(["--net"], value: "none|allow:HOST[:PORT],...", help: "Network policy (default: none)"),
-        OptionSpec(["--secret"], value: "NAME=file:PATH|env:VAR", repeatable: true, help: "Declare a secret and where its value comes from"),
+        OptionSpec(["--secret"], value: "NAME=file:PATH|env:VAR[@HOST,...]", repeatable: true, help: "Declare a secret: a file in /run/secrets, or with @HOST injected by the proxy (the sandbox sees a placeholder)"),
         OptionSpec(["--memory", "-m"], value: "SIZE", help: "Memory limit (64M, 2G)"),
         OptionSpec(["--cpus"], value: "N", help: "CPU limit"),
         OptionSpec(["--pids"], value: "N", help: "Process and thread limit"),
