@@ -5,6 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
@@ -151,4 +155,44 @@ __attribute__((constructor(101))) static void chyper_agent_mount_proc_early(void
     if (getpid() != 1) return;
     mkdir("/proc", 0755);
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+int chyper_agent_loopback_listen(unsigned short port) {
+    // The guest's loopback interface starts down: bring it up first.
+    int control = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (control < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+    int up = ioctl(control, SIOCGIFFLAGS, &request);
+    if (up == 0) {
+        request.ifr_flags |= IFF_UP | IFF_RUNNING;
+        up = ioctl(control, SIOCSIFFLAGS, &request);
+    }
+    int saved = errno;
+    close(control);
+    if (up != 0) {
+        errno = saved;
+        return -1;
+    }
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (listener < 0) return -1;
+    int one = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 64) != 0) {
+        saved = errno;
+        close(listener);
+        errno = saved;
+        return -1;
+    }
+    return listener;
+}
+
+int chyper_agent_accept(int listener) {
+    return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 }

@@ -6,11 +6,35 @@
 /// UTF-8 strings (as byte strings) and string lists (a `UInt32` count and the strings).
 public enum AgentProtocol {
     /// The protocol version the guest announces in `ready`; the host refuses any other.
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
     /// The largest frame body either side accepts.
     public static let maximumFrame = 1 << 20
     /// The largest data chunk a sender puts in one frame, leaving room for the header.
     public static let chunkSize = 60 * 1024
+    /// How many bytes of one proxied connection a side may send before the other acknowledges them.
+    public static let connectionWindow = 256 * 1024
+    /// The most proxied connections open at once; the host closes any beyond.
+    public static let maximumConnections = 64
+}
+
+/// What the guest sets up before the first command: the in-guest listener of the egress proxy, and the
+/// secrets delivered as files.
+public struct AgentSandboxSetup: Equatable, Sendable {
+    /// The port the agent listens on at 127.0.0.1 for the proxy; 0 for no network.
+    public var proxyPort: UInt16
+    /// Files for `/run/secrets` (name, content), read-only once written.
+    public var secretFiles: [(name: String, content: String)]
+
+    /// Creates a setup.
+    public init(proxyPort: UInt16 = 0, secretFiles: [(name: String, content: String)] = []) {
+        self.proxyPort = proxyPort
+        self.secretFiles = secretFiles
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.proxyPort == rhs.proxyPort && lhs.secretFiles.map(\.name) == rhs.secretFiles.map(\.name)
+            && lhs.secretFiles.map(\.content) == rhs.secretFiles.map(\.content)
+    }
 }
 
 /// What a `ready` message reports: the guest's protocol version and when it came up.
@@ -109,6 +133,17 @@ public enum AgentMessage: Equatable, Sendable {
     case resize(rows: UInt16, columns: UInt16)
     /// Power the guest off now.
     case shutdown
+    /// Sandbox-wide setup, sent once before the workspace.
+    case setup(AgentSandboxSetup)
+
+    // Either way: a connection to the egress proxy, multiplexed on the channel. The guest opens it (a client
+    // connected to the agent's listener); data flows both ways, each side acknowledging what it has written
+    // out so that the sender keeps at most `connectionWindow` bytes in flight; `connectionClose` says the
+    // sender will send nothing more on it.
+    case connectionOpen(UInt32)
+    case connectionData(UInt32, [UInt8])
+    case connectionAcknowledge(UInt32, UInt32)
+    case connectionClose(UInt32)
 
     // Either way: a workspace transfer (host to guest before `exec`, guest to host after `exited`).
     /// The start of a transfer of the tree at this absolute path.
@@ -136,6 +171,11 @@ public enum AgentMessage: Equatable, Sendable {
         case .signal: return 0x03
         case .resize: return 0x04
         case .shutdown: return 0x05
+        case .setup: return 0x06
+        case .connectionOpen: return 0x50
+        case .connectionData: return 0x51
+        case .connectionAcknowledge: return 0x52
+        case .connectionClose: return 0x53
         case .file: return 0x40
         case .fileData: return 0x41
         case .removed: return 0x42
@@ -173,6 +213,18 @@ public enum AgentMessage: Equatable, Sendable {
             payload.integer(columns)
         case .shutdown, .filesEnd:
             break
+        case let .setup(setup):
+            payload.integer(setup.proxyPort)
+            payload.strings(setup.secretFiles.map(\.name))
+            payload.strings(setup.secretFiles.map(\.content))
+        case let .connectionOpen(id), let .connectionClose(id):
+            payload.integer(id)
+        case let .connectionData(id, data):
+            payload.integer(id)
+            payload.data(data)
+        case let .connectionAcknowledge(id, count):
+            payload.integer(id)
+            payload.integer(count)
         case let .file(header):
             payload.string(header.path)
             payload.integer(header.kind.rawValue)
@@ -228,6 +280,19 @@ public enum AgentMessage: Equatable, Sendable {
         case 0x03: message = .signal(try reader.integer())
         case 0x04: message = .resize(rows: try reader.integer(), columns: try reader.integer())
         case 0x05: message = .shutdown
+        case 0x06:
+            let port: UInt16 = try reader.integer()
+            let names = try reader.strings()
+            let contents = try reader.strings()
+            guard names.count == contents.count else { throw .malformed("\(names.count) secret names for \(contents.count) contents") }
+            for name in names where name.isEmpty || name.contains("/") || name == "." || name == ".." {
+                throw .malformed("the secret file name \"\(name)\"")
+            }
+            message = .setup(AgentSandboxSetup(proxyPort: port, secretFiles: Array(zip(names, contents)).map { (name: $0.0, content: $0.1) }))
+        case 0x50: message = .connectionOpen(try reader.integer())
+        case 0x51: message = .connectionData(try reader.integer(), try reader.data())
+        case 0x52: message = .connectionAcknowledge(try reader.integer(), try reader.integer())
+        case 0x53: message = .connectionClose(try reader.integer())
         case 0x40:
             let path = try reader.string()
             let kindCode: UInt8 = try reader.integer()

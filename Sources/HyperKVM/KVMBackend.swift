@@ -8,8 +8,10 @@ public struct KVMBackend: Backend {
     public let name = "kvm"
     public let isolation = IsolationLevel.hardwareVM
     /// What a microVM enforces: its size (memory, vCPUs), a process limit (a cgroup in the guest), the time
-    /// limit, and stdin or a terminal relayed through the guest agent. There is no network device at all.
-    public let capabilities: Set<SandboxFeature> = [.memoryLimit, .cpuLimit, .pidsLimit, .timeout, .interactive, .tty]
+    /// limit, stdin or a terminal relayed through the guest agent, and secrets. There is no network device at
+    /// all: an allowlist is served by the host's egress proxy through the guest agent's listener.
+    public let capabilities: Set<SandboxFeature> = [.memoryLimit, .cpuLimit, .pidsLimit, .timeout, .interactive, .tty,
+                                                     .networkAllowlist, .secrets]
     private let gatherFacts: @Sendable () -> KVMHostFacts
 
     /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.

@@ -25,7 +25,7 @@ public struct JailPlanner: Sendable {
     /// Where the egress proxy's socket appears inside the sandbox.
     public static let egressSocketInside = "/run/hyperctl/egress.sock"
     /// The proxy address the command's environment names: the helper's forwarder on the sandbox's loopback.
-    public static let egressProxyURL = "http://127.0.0.1:3128"
+    public static let egressProxyURL = EgressProxy.sandboxURL
 
     /// Returns the helper configuration for a spec. With `egressSocket` (the host path of the egress proxy's
     /// socket), the socket is bound into the sandbox, the helper forwards 127.0.0.1:3128 to it, and the
@@ -36,9 +36,8 @@ public struct JailPlanner: Sendable {
                      secrets: SandboxSecrets = SandboxSecrets()) -> JailConfig {
         var config = JailConfig()
         config.argv = spec.command
-        let placeholders = secrets.placeholderEnvironment
-        config.environment = (spec.environment.filter { variable in !placeholders.contains { $0.name == variable.name } } + placeholders)
-            .map { "\($0.name)=\($0.value)" }
+        let proxyEnvironment = egressSocket == nil ? [] : EgressProxy.clientEnvironment(url: Self.egressProxyURL)
+        config.environment = spec.commandEnvironment(adding: proxyEnvironment + secrets.placeholderEnvironment)
         config.workingDirectory = spec.workingDirectory ?? spec.workspace
         config.forwardStdin = spec.interactive
         config.tty = spec.tty
@@ -81,10 +80,6 @@ public struct JailPlanner: Sendable {
             config.directories.append("/run/hyperctl")
             config.binds.append(.init(source: egressSocket, destination: Self.egressSocketInside, readOnly: false, idmapped: false, isFile: true))
             config.egressSocket = Self.egressSocketInside
-            let names = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"]
-            config.environment.removeAll { entry in names.contains { entry.hasPrefix($0 + "=") } }
-            config.environment += ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].map { "\($0)=\(Self.egressProxyURL)" }
-            config.environment += ["NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"]
         }
 
         if !secrets.entries.isEmpty {

@@ -82,10 +82,8 @@ public struct ProcessBackend: Backend {
         // Its own copy of stderr: the caller may close theirs once the sandbox has started.
         let log = HostSystem.duplicate(streams.error)
         do {
-            let proxy = try EgressProxy(policy: EgressPolicy(destinations: destinations), socketPath: folder + "/egress.sock", secrets: secrets) { record in
-                guard !record.allowed else { return }
-                try? HostSystem.writeAll(log, Array("hyperctl: egress denied: \(record.host):\(record.port): \(record.reason ?? "refused")\n".utf8))
-            }
+            let proxy = try EgressProxy(policy: EgressPolicy(destinations: destinations), socketPath: folder + "/egress.sock", secrets: secrets,
+                                        onDecision: EgressProxy.logDenials(to: log))
             // Its threads start after the helper is spawned, so that hyperctl still forks while single-threaded;
             // connections wait in the listen queue until then.
             return EgressProxyHandle(proxy: proxy, folder: folder, logDescriptor: log)
@@ -138,7 +136,7 @@ final class EgressProxyHandle: Sendable {
     /// Stops the proxy and removes its folder. Safe to call more than once.
     func stop() {
         proxy.stop()
-        HostSystem.removeQuietly(proxy.socketPath)  // A socket, which a tree listing leaves out.
+        if let socket = proxy.socketPath { HostSystem.removeQuietly(socket) }  // A socket, which a tree listing leaves out.
         HostSystem.removeTree(folder)
         logDescriptor.withLock { fd in
             if fd >= 0 { HostSystem.closeDescriptor(fd) }

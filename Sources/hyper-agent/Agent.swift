@@ -25,6 +25,9 @@ final class Agent {
     private var inputClosed = false
     private var terminal = false
 
+    /// The egress proxy's in-guest listener, once the host set it up.
+    private var proxyRelay: GuestProxyRelay?
+
     init(channel: Int32, childSignals: Int32) {
         self.channel = channel
         self.childSignals = childSignals
@@ -41,6 +44,7 @@ final class Agent {
             if output >= 0 { watched.append((output, Int16(POLLIN))) }
             if errorOutput >= 0 { watched.append((errorOutput, Int16(POLLIN))) }
             if input >= 0 && !pendingInput.isEmpty { watched.append((input, Int16(POLLOUT))) }
+            if let proxyRelay { watched += proxyRelay.watched }
             let events = GuestSystem.poll(watched)
             for (entry, seen) in zip(watched, events) where seen != 0 {
                 switch entry.0 {
@@ -59,7 +63,7 @@ final class Agent {
                 case input where input >= 0:
                     flushInput()
                 default:
-                    break
+                    _ = proxyRelay?.handle(descriptor: entry.0, events: seen)
                 }
             }
         }
@@ -106,7 +110,16 @@ final class Agent {
             if terminal && output >= 0 { _ = chyper_agent_set_window(output, rows, columns) }
         case .shutdown:
             chyper_agent_power_off()
-        case .removed, .ready, .started, .stdout, .stderr, .exited, .failure:
+        case let .setup(setup):
+            guard proxyRelay == nil else { throw AgentError.protocolViolation("a second setup") }
+            try GuestSetup.writeSecretFiles(setup.secretFiles)
+            if setup.proxyPort != 0 {
+                proxyRelay = try GuestProxyRelay(port: setup.proxyPort) { [unowned self] message in send(message) }
+            }
+        case .connectionData, .connectionAcknowledge, .connectionClose:
+            guard let proxyRelay else { throw AgentError.protocolViolation("a proxy connection message without a proxy") }
+            try proxyRelay.handle(message)
+        case .removed, .ready, .started, .stdout, .stderr, .exited, .failure, .connectionOpen:
             throw AgentError.protocolViolation("unexpected message from the host: \(message)")
         }
     }

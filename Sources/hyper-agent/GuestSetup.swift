@@ -60,6 +60,24 @@ enum GuestSetup {
         throw AgentError.system("open \(channelPath)", errno)
     }
 
+    /// Where secrets are delivered as files.
+    static let secretsDirectory = "/run/secrets"
+
+    /// Writes the secret files, then makes their folder a read-only mount.
+    static func writeSecretFiles(_ files: [(name: String, content: String)]) throws(AgentError) {
+        guard !files.isEmpty else { return }
+        guard GuestSystem.makeDirectory(secretsDirectory) else { throw AgentError.system("mkdir \(secretsDirectory)", errno) }
+        for file in files {
+            let path = secretsDirectory + "/" + file.name
+            guard GuestSystem.createFile(path, file.content, mode: 0o444) else { throw AgentError.system("write \(path)", errno) }
+        }
+        guard GuestSystem.mount(secretsDirectory, on: secretsDirectory, type: "none", flags: UInt(MS_BIND), options: nil) == 0,
+              GuestSystem.mount("none", on: secretsDirectory, type: "none",
+                                flags: UInt(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), options: nil) == 0 else {
+            throw AgentError.system("make \(secretsDirectory) read-only", errno)
+        }
+    }
+
     /// A cgroup for the command with its process limit; returns its `cgroup.procs` path.
     static func commandCgroup(pidsLimit: UInt32) -> String? {
         guard pidsLimit > 0 else { return nil }

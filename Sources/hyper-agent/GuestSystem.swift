@@ -56,6 +56,13 @@ enum GuestSystem {
         return unsafe bytes.withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
     }
 
+    /// Sends some of `bytes` from `offset` on a socket, never raising SIGPIPE; returns how many, or -1 with errno.
+    static func send(_ fd: Int32, _ bytes: [UInt8], from offset: Int) -> Int {
+        guard offset < bytes.count else { return 0 }
+        // SAFETY: send reads `bytes.count - offset` bytes from inside the array during the call.
+        return unsafe bytes.withUnsafeBytes { unsafe Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+    }
+
     /// Writes all of `bytes`, retrying short writes; false when the descriptor fails.
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var offset = 0
@@ -76,6 +83,14 @@ enum GuestSystem {
         var bytes: [UInt8] = []
         while let chunk = read(fd, count: 4096), !chunk.isEmpty { bytes += chunk }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Creates a file that must not exist yet, with `mode`, holding `text`.
+    static func createFile(_ path: String, _ text: String, mode: mode_t) -> Bool {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return writeAll(fd, Array(text.utf8))
     }
 
     /// Writes text to an existing file (a cgroup or proc knob).

@@ -14,6 +14,8 @@ struct AgentMessageTests {
         .ready(AgentReady(kernelRelease: "6.1.0", agentStartNanoseconds: 1, readyNanoseconds: 2)),
         .started(pid: 42), .stdout(Array(repeating: 0xFF, count: 70_000)), .stderr([10]),
         .exited(.exited(127)), .exited(.signaled(9)), .failure("it broke"),
+        .setup(AgentSandboxSetup(proxyPort: 3128, secretFiles: [("TOKEN", "placeholder"), ("KEY", "")])), .setup(AgentSandboxSetup()),
+        .connectionOpen(7), .connectionData(7, Array("GET".utf8)), .connectionAcknowledge(7, 3), .connectionClose(UInt32.max),
     ]
 
     @Test func everyMessageRoundTripsEvenByteByByte() throws {
@@ -43,6 +45,7 @@ struct AgentMessageTests {
         ([0x09, 0x00, 0x00, 0x00, 0x85, 4, 0, 0, 0, 0xFF, 0xFE, 0x41, 0x41], "not UTF-8"),
         ([0x09, 0x00, 0x00, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
         ([0x06, 0x00, 0x00, 0x00, 0x85, 1, 0, 0, 0, 0], "NUL"),
+        ([0x17, 0x00, 0x00, 0x00, 0x06, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0x61, 0x2F, 0x62, 1, 0, 0, 0, 1, 0, 0, 0, 0x78], "secret file name"),
     ])
     func malformedFramesAreErrorsNotCrashes(bytes: [UInt8], expected: String) {
         var decoder = FrameDecoder()

@@ -89,6 +89,38 @@ check "virtio-blk disk (writes persist)" [ "$code" = 0 -a "$out" = written ]
 out="$(run -- sh -c 'head -c 16 /dev/hwrng | wc -c')"
 check "virtio-rng feeds /dev/hwrng" [ "$out" = 16 ]
 
+# The egress proxy through the guest agent's listener, and secrets: web servers on L1's loopback.
+mkdir -p /www
+echo "from L1" > /www/hello
+head -c 3000000 /dev/urandom > /www/big.bin
+httpd -p 127.0.0.1:18080 -h /www
+nc -ll -p 18081 -e /bin/echo-server &
+echo_server=$!
+allow="--net allow:127.0.0.1:18080,127.0.0.1:18081"
+out="$(run $allow --report /tmp/egress.json -- wget -q -O - http://127.0.0.1:18080/hello 2>/tmp/err)"; code=$?
+check "an allowlisted host answers through the proxy" [ "$code" = 0 -a "$out" = "from L1" ]
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+check "the report lists the decision" grep -q '"egress"' /tmp/egress.json && grep -q '"allowed": true' /tmp/egress.json
+out="$(run $allow -- sh -c 'wget -q -O - http://127.0.0.1:18080/big.bin | md5sum | cut -d" " -f1')"
+check "3 MB arrive whole through the proxy (paced by acknowledgements)" [ "$out" = "$(md5sum /www/big.bin | cut -d' ' -f1)" ]
+run $allow -- sh -c 'wget -q -O - http://127.0.0.1:18082/ || wget -q -O - http://169.254.169.254/ || wget -q -O - http://example.org/' 2>/tmp/err; code=$?
+check "an unlisted port, the metadata address and an unlisted name are refused" [ "$code" != 0 ] && grep -q "egress denied: 127.0.0.1:18082" /tmp/err \
+    && grep -q "egress denied: 169.254.169.254:80" /tmp/err && grep -q "egress denied: example.org:80" /tmp/err
+run -- sh -c 'wget -q -O - http://127.0.0.1:18080/hello' 2>/dev/null; code=$?
+check "without an allowlist there is no way out" [ "$code" != 0 ]
+echo "file-secret-value" > /tmp/key
+out="$(SOURCE_TOKEN=injected-value run $allow --secret TOKEN=env:SOURCE_TOKEN@127.0.0.1:18081 --secret KEY=file:/tmp/key -- sh -c '
+    echo "$TOKEN"; cat /run/secrets/TOKEN; echo; cat /run/secrets/KEY
+    wget -q -O - --header "Authorization: Bearer $TOKEN" http://127.0.0.1:18081/
+    echo changed > /run/secrets/KEY 2>/dev/null && echo writable || echo read-only
+    cat /proc/1/environ /proc/self/environ /run/secrets/* | grep -c injected-value' 2>/tmp/err)"; code=$?
+set -- $out
+check "an injected secret: the placeholder inside, the value at the bound host" [ "$code" = 0 ] && case "$1" in hyperctl-placeholder-TOKEN-*) true ;; *) false ;; esac \
+    && [ "$2" = "$1" -a "$4" = "Authorization:" -a "$5" = Bearer -a "$6" = injected-value -a "$8" = 0 ]
+check "a file secret: readable, read-only" [ "$3" = file-secret-value -a "$7" = read-only ]
+[ "$code" = 0 ] || { echo "INFO   $out"; sed 's/^/INFO   /' /tmp/err; }
+kill "$echo_server" 2>/dev/null
+
 rm -f /tmp/sigout
 hyperctl run --backend kvm -w /ws -- sh -c 'echo before > sig.txt; echo started; sleep 1000' > /tmp/sigout 2>&1 &
 pid=$!

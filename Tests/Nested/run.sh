@@ -48,6 +48,7 @@ for applet in $(/bin/busybox --list-full); do [ -e "$root/$applet" ] || ln -s /b
 install -m 0755 "$hyperctl" "$root/bin/hyperctl"
 cp "$kit/vmlinuz" "$kit/vmlinux" "$kit/initramfs.cpio" "$kit/initramfs.cpio.lz4" "$root/kit/"
 install -m 0755 "$here/checks.sh" "$root/init"
+install -m 0755 "$here/echo-server.sh" "$root/bin/echo-server"
 
 # kvm-amd and what it needs, dependencies first (from each module's modinfo section).
 declare -A placed=()

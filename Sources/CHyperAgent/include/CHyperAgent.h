@@ -1,5 +1,5 @@
 // The guest agent's system calls that have no usable Swift import: module loading, spawning a command
-// between fork and exec, terminals, and powering the guest off.
+// between fork and exec, terminals, the loopback listener for the egress proxy, and powering the guest off.
 #ifndef CHYPER_AGENT_H
 #define CHYPER_AGENT_H
 
@@ -37,5 +37,12 @@ __attribute__((noreturn)) void chyper_agent_power_off(void);
 
 /// Creates a pipe whose ends close on exec. Returns 0, or -1 with errno.
 int chyper_agent_pipe(int fds[2]);
+
+/// Brings the loopback interface up and listens on 127.0.0.1:`port` (non-blocking, closed on exec).
+/// Returns the listener, or -1 with errno.
+int chyper_agent_loopback_listen(unsigned short port);
+
+/// Accepts a connection, non-blocking and closed on exec. Returns it, or -1 with errno.
+int chyper_agent_accept(int listener);
 
 #endif

@@ -45,6 +45,9 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private let agentReady = Atomic<Bool>(false)
     private let outcome = Mutex<Result<SandboxExit, HyperError>?>(nil)
     private let session = Mutex<HostThread?>(nil)
+    private let secrets: SandboxSecrets
+    /// For a network allowlist: the egress proxy, and the bridge that carries the guest's connections to it.
+    private let egress: (proxy: EgressProxy, bridge: GuestEgressBridge, log: Int32)?
 
     /// Builds and starts the microVM for `spec` on `hypervisor`.
     /// - Parameter signals: signals to relay to the command (hyperctl's own), when given.
@@ -88,24 +91,58 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
         vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
         consoleTransport = vm.transports[0]
+        secrets = try SandboxSecrets.read(spec)
+        if case let .allow(destinations) = spec.network {
+            let channel = ControlChannelWriter(console: console, transport: consoleTransport)
+            // Its own copy of stderr: the caller may close theirs once the sandbox has started.
+            let log = HostSystem.duplicate(streams.error)
+            let proxy = try EgressProxy(policy: EgressPolicy(destinations: destinations), socketPath: nil, secrets: secrets,
+                                        onDecision: EgressProxy.logDenials(to: log))
+            let bridge = try GuestEgressBridge(proxy: proxy) { message in channel.send(message.frame) }
+            egress = (proxy, bridge, log)
+        } else {
+            egress = nil
+        }
         record(.created)
         details.withLock { $0 = [("vcpus", .integer(Int32(vcpus))), ("memoryBytes", .string(String(memory)))] }
         let vmEnd = self.vmEnd
-        try vm.start { result in
-            vmEnd.withLock { $0 = result }
-            wake.signal()
-        }
-        let thread = try HostThread.start { [self] in
-            let result: Result<SandboxExit, HyperError>
-            do throws(HyperError) {
-                result = .success(try runSession())
-            } catch {
-                result = .failure(error)
+        do {
+            try vm.start { result in
+                vmEnd.withLock { $0 = result }
+                wake.signal()
             }
+        } catch {
+            stopEgress()
+            throw error
+        }
+        let thread: HostThread
+        do {
+            thread = try HostThread.start { [self] in
+                let result: Result<SandboxExit, HyperError>
+                do throws(HyperError) {
+                    result = .success(try runSession())
+                } catch {
+                    result = .failure(error)
+                }
+                vm.stop()
+                stopEgress()
+                outcome.withLock { $0 = result }
+            }
+        } catch {
             vm.stop()
-            outcome.withLock { $0 = result }
+            stopEgress()
+            throw error
         }
         session.withLock { $0 = thread }
+    }
+
+    /// Stops the egress proxy and its bridge, and puts the proxy's decisions in the report.
+    private func stopEgress() {
+        guard let egress else { return }
+        egress.bridge.stop()
+        egress.proxy.stop()
+        HostSystem.closeDescriptor(egress.log)
+        details.withLock { $0.append(("egress", .array(egress.proxy.decisions.map(\.summary)))) }
     }
 
     public var timeline: [PhaseEvent] { events.withLock { $0 } }
@@ -144,8 +181,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private func send(_ message: AgentMessage) { sendFrames(message.frame) }
 
     private func sendFrames(_ frames: [UInt8]) {
-        let console = self.console
-        consoleTransport.perform { rings throws(VirtQueueError) in try console.enqueue(frames, rings: rings) }
+        ControlChannelWriter(console: console, transport: consoleTransport).send(frames)
     }
 
     /// Where the session is.
@@ -187,6 +223,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             if let failure = consoleTransport.failure {
                 throw HyperError(.phaseFailed, "the guest broke its control channel (virtio-console: \(failure))")
             }
+            if let violation = egress?.bridge.protocolViolation { throw protocolError(violation) }
 
             let until = [deadline, collectDeadline, idleDeadline, limit == nil ? bootDeadline : nil].compactMap { $0 }.min()
             let milliseconds = until.map { Int32(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
@@ -244,6 +281,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                         $0.append(("guestAgentStartNanoseconds", .string(String(report.agentStartNanoseconds))))
                         $0.append(("guestReadyNanoseconds", .string(String(report.readyNanoseconds))))
                     }
+                    if egress != nil || !secrets.entries.isEmpty {
+                        send(.setup(AgentSandboxSetup(proxyPort: egress == nil ? 0 : EgressProxy.sandboxPort,
+                                                      secretFiles: secrets.entries.map { ($0.name, $0.visibleValue) })))
+                    }
                     if spec.workspace.isEmpty {
                         stage = .starting
                         send(.exec(execRequest()))
@@ -293,7 +334,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     stage = .finished
                 case let .failure(text):
                     throw HyperError(.phaseFailed, text)
-                case .exec, .stdin, .signal, .resize, .shutdown:
+                case .connectionOpen, .connectionData, .connectionAcknowledge, .connectionClose:
+                    guard let egress else { throw protocolError("a proxy connection in a sandbox without network") }
+                    egress.bridge.deliver(message)
+                case .exec, .stdin, .signal, .resize, .shutdown, .setup:
                     throw protocolError("a host message from the guest")
                 }
             }
@@ -362,7 +406,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
 
     private func execRequest() -> AgentExec {
         let size = spec.tty ? HostSystem.windowSize(streams.input) : nil
-        return AgentExec(arguments: spec.command, environment: spec.environment.map { "\($0.name)=\($0.value)" },
+        let proxyEnvironment = egress == nil ? [] : EgressProxy.clientEnvironment(url: EgressProxy.sandboxURL)
+        return AgentExec(arguments: spec.command, environment: spec.commandEnvironment(adding: proxyEnvironment + secrets.placeholderEnvironment),
                          workingDirectory: spec.workingDirectory ?? (spec.workspace.isEmpty ? "/" : spec.workspace),
                          interactive: spec.interactive, tty: spec.tty, rows: size?.rows ?? 24, columns: size?.columns ?? 80,
                          pidsLimit: UInt32(clamping: spec.limits.pids ?? 0))
@@ -394,5 +439,17 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private func consoleTail() -> String {
         let lines = vm.console.lastLines(12)
         return lines.isEmpty ? "" : "; last console lines:\n  " + lines.joined(separator: "\n  ")
+    }
+}
+
+/// Puts frames on the control channel from any thread: the transport's `perform` serializes every use of
+/// the console's queues.
+struct ControlChannelWriter: @unchecked Sendable {
+    let console: VirtioConsole
+    let transport: VirtioMMIOTransport
+
+    func send(_ frames: [UInt8]) {
+        let console = self.console
+        transport.perform { rings throws(VirtQueueError) in try console.enqueue(frames, rings: rings) }
     }
 }

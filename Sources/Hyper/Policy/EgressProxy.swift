@@ -27,7 +27,8 @@ public final class EgressProxy: @unchecked Sendable {
     /// The largest request head accepted.
     static let maximumHead = 16 * 1024
 
-    public let socketPath: String
+    /// The Unix socket it listens on; nil for a proxy that serves only the connections handed to it.
+    public let socketPath: String?
     private let policy: EgressPolicy
     private let secrets: SandboxSecrets
     private let listener: Int32
@@ -37,18 +38,23 @@ public final class EgressProxy: @unchecked Sendable {
     private let threads = Locked<[HostThread]>([])
     private let stopped = Locked<Bool>(false)
 
-    /// Listens on `socketPath`. `secrets` are the sandbox's secrets (the injected ones matter here);
+    /// Listens on `socketPath`, when given. `secrets` are the sandbox's secrets (the injected ones matter here);
     /// `onDecision` hears each decision as it is made (for a log line).
-    public init(policy: EgressPolicy, socketPath: String, secrets: SandboxSecrets = SandboxSecrets(),
+    public init(policy: EgressPolicy, socketPath: String?, secrets: SandboxSecrets = SandboxSecrets(),
                 onDecision: @escaping @Sendable (Record) -> Void = { _ in }) throws(HyperError) {
         self.policy = policy
         self.secrets = secrets
         self.socketPath = socketPath
         self.onDecision = onDecision
+        guard let socketPath else {
+            listener = -1
+            return
+        }
         do { listener = try HostSockets.listenUnix(socketPath) } catch { throw HyperError(.hostFailure, "egress proxy: \(error)") }
     }
 
     deinit {
+        guard let socketPath else { return }
         HostSystem.closeDescriptor(listener)
         HostSystem.removeQuietly(socketPath)
     }
@@ -56,31 +62,43 @@ public final class EgressProxy: @unchecked Sendable {
     /// Every decision so far, in order.
     public var decisions: [Record] { records.value }
 
-    /// Starts accepting connections on a thread of its own.
+    /// Starts accepting connections on its socket, on a thread of its own.
     public func start() throws(HyperError) {
+        guard socketPath != nil else { return }
         let thread = try HostThread.start { [self] in
             while let client = HostSockets.accept(listener) {
                 guard !stopped.value else {
                     HostSystem.closeDescriptor(client)
                     break
                 }
-                open.withLock { _ = $0.insert(client) }
-                if let worker = try? HostThread.start({ [self] in serve(client) }) {
-                    threads.withLock { $0.append(worker) }
-                } else {
-                    finish(client)
-                }
+                serve(connection: client)
             }
         }
         threads.withLock { $0.append(thread) }
     }
 
+    /// Serves one client connection (which it then owns) on a thread of its own.
+    public func serve(connection client: Int32) {
+        guard !stopped.value else {
+            HostSystem.closeDescriptor(client)
+            return
+        }
+        open.withLock { _ = $0.insert(client) }
+        if let worker = try? HostThread.start({ [self] in serve(client) }) {
+            threads.withLock { $0.append(worker) }
+        } else {
+            finish(client)
+        }
+    }
+
     /// Stops accepting, cuts every open connection and waits for the proxy's threads.
     public func stop() {
         stopped.withLock { $0 = true }
-        // A thread blocked in accept on a Unix socket is not woken by shutdown: a last connection wakes it.
-        if let wake = try? HostSockets.connectUnix(socketPath) { HostSystem.closeDescriptor(wake) }
-        HostSockets.shutdownBoth(listener)
+        if let socketPath {
+            // A thread blocked in accept on a Unix socket is not woken by shutdown: a last connection wakes it.
+            if let wake = try? HostSockets.connectUnix(socketPath) { HostSystem.closeDescriptor(wake) }
+            HostSockets.shutdownBoth(listener)
+        }
         for fd in open.value { HostSockets.shutdownBoth(fd) }
         while true {
             let pending = threads.withLock { list in
@@ -109,14 +127,14 @@ public final class EgressProxy: @unchecked Sendable {
     private func serve(_ client: Int32) {
         defer { finish(client) }
         guard let (head, rest) = readHead(client), let request = ProxyRequest(head: head) else {
-            try? HostSystem.writeAll(client, ProxyRequest.response(400, "hyperctl: the egress proxy takes CONNECT host:port or an absolute http:// URL\n"))
+            try? HostSockets.sendAll(client, ProxyRequest.response(400, "hyperctl: the egress proxy takes CONNECT host:port or an absolute http:// URL\n"))
             return
         }
         let decision = policy.decide(host: request.host, port: request.port)
         let bound = secrets.injections(host: request.host, port: request.port)
         func deny(_ reason: String) {
             _ = record(Record(host: request.host, port: request.port, allowed: false, reason: reason))
-            try? HostSystem.writeAll(client, ProxyRequest.response(403, "hyperctl: egress to \(request.host):\(request.port) denied: \(reason)\n"))
+            try? HostSockets.sendAll(client, ProxyRequest.response(403, "hyperctl: egress to \(request.host):\(request.port) denied: \(reason)\n"))
         }
         guard case let .allow(address) = decision else {
             if case let .deny(why) = decision { deny(why) } else { deny("refused") }
@@ -133,7 +151,7 @@ public final class EgressProxy: @unchecked Sendable {
             upstream = try HostSockets.connect(to: address, port: request.port)
         } catch {
             _ = record(Record(host: request.host, port: request.port, allowed: false, reason: "\(error)"))
-            try? HostSystem.writeAll(client, ProxyRequest.response(502, "hyperctl: cannot reach \(request.host):\(request.port): \(error)\n"))
+            try? HostSockets.sendAll(client, ProxyRequest.response(502, "hyperctl: cannot reach \(request.host):\(request.port): \(error)\n"))
             return
         }
         open.withLock { _ = $0.insert(upstream) }
@@ -148,13 +166,13 @@ public final class EgressProxy: @unchecked Sendable {
         }
         let index = record(entry)
         if request.isTunnel {
-            try? HostSystem.writeAll(client, Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8))
+            try? HostSockets.sendAll(client, Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8))
         } else {
-            try? HostSystem.writeAll(upstream, forwarded)
+            try? HostSockets.sendAll(upstream, forwarded)
             outgoing += UInt64(forwarded.count)
         }
         if !rest.isEmpty {
-            try? HostSystem.writeAll(upstream, rest)
+            try? HostSockets.sendAll(upstream, rest)
             outgoing += UInt64(rest.count)
         }
         let (sent, received) = relay(client, upstream)
@@ -185,7 +203,7 @@ public final class EgressProxy: @unchecked Sendable {
             for (fd, isReady) in zip(watched, ready) where isReady {
                 let other = fd == client ? upstream : client
                 let chunk = (try? HostSystem.readSome(fd)) ?? []
-                if chunk.isEmpty || (try? HostSystem.writeAll(other, chunk)) == nil {
+                if chunk.isEmpty || (try? HostSockets.sendAll(other, chunk)) == nil {
                     HostSockets.shutdownWrite(other)
                     if fd == client { clientOpen = false } else { upstreamOpen = false }
                     if chunk.isEmpty { continue }
@@ -295,6 +313,28 @@ struct ProxyRequest {
     static func response(_ code: Int, _ body: String) -> [UInt8] {
         let reason = [400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"][code] ?? "Error"
         return Array("HTTP/1.1 \(code) \(reason)\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8)
+    }
+}
+
+extension EgressProxy {
+    /// The port on the sandbox's own 127.0.0.1 where a forwarder (process) or the guest agent (kvm) listens
+    /// for the proxy, and the URL the command's environment names.
+    public static let sandboxPort: UInt16 = 3128
+    public static let sandboxURL = "http://127.0.0.1:\(sandboxPort)"
+
+    /// A decision listener that writes a line for each refusal to `descriptor` (a sandbox's stderr).
+    public static func logDenials(to descriptor: Int32) -> @Sendable (Record) -> Void {
+        { record in
+            guard !record.allowed else { return }
+            try? HostSystem.writeAll(descriptor, Array("hyperctl: egress denied: \(record.host):\(record.port): \(record.reason ?? "refused")\n".utf8))
+        }
+    }
+
+    /// The variables that point a command's HTTP clients at the proxy listening at `url` inside the sandbox;
+    /// `NO_PROXY` keeps the sandbox's own loopback services direct.
+    public static func clientEnvironment(url: String) -> [EnvironmentVariable] {
+        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].map { EnvironmentVariable(name: $0, value: url) }
+            + ["NO_PROXY", "no_proxy"].map { EnvironmentVariable(name: $0, value: "localhost,127.0.0.1,::1") }
     }
 }
 

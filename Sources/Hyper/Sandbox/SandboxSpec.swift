@@ -211,6 +211,14 @@ public struct NetworkDestination: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+extension SandboxSpec {
+    /// The command's environment as `NAME=VALUE` entries: the spec's variables, each replaced by an entry of
+    /// `additions` of the same name, then `additions`.
+    public func commandEnvironment(adding additions: [EnvironmentVariable]) -> [String] {
+        (environment.filter { variable in !additions.contains { $0.name == variable.name } } + additions).map { "\($0.name)=\($0.value)" }
+    }
+}
+
 /// A secret the sandbox may use: a name, and where the host reads its value. Never a literal value.
 ///
 /// A secret is either delivered as a file (`/run/secrets/NAME`, the value visible to the command) or, when it

@@ -99,6 +99,42 @@ public enum HostSockets {
         return (fd, UInt16(bigEndian: address.sin_port))
     }
 
+    /// A connected pair of Unix stream sockets, closed on exec.
+    public static func socketPair() throws(HostCallError) -> (Int32, Int32) {
+        var ends: [Int32] = [-1, -1]
+        // SAFETY: socketpair writes exactly two descriptors into the two-element array.
+        guard unsafe socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+            throw HostCallError(operation: "create", subject: "a socket pair", errorNumber: errno)
+        }
+        return (ends[0], ends[1])
+    }
+
+    /// Sends all of `bytes` on a socket, blocking as needed; a closed peer is an error, never SIGPIPE.
+    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(HostCallError) {
+        var offset = 0
+        while offset < bytes.count {
+            // SAFETY: the pointer covers bytes[offset...] and is only used during the call.
+            let sent = unsafe bytes.withUnsafeBytes { unsafe send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                throw HostCallError(operation: "send on", subject: "a socket", errorNumber: errno)
+            }
+            offset += sent
+        }
+    }
+
+    /// Sends what the socket takes now without blocking: the count sent, 0 when its buffer is full.
+    public static func sendAvailable(_ fd: Int32, _ bytes: ArraySlice<UInt8>) throws(HostCallError) -> Int {
+        while true {
+            // SAFETY: send reads at most `bytes.count` bytes from the slice's contiguous storage.
+            let sent = unsafe bytes.withUnsafeBytes { unsafe send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if sent >= 0 { return sent }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+            throw HostCallError(operation: "send on", subject: "a socket", errorNumber: errno)
+        }
+    }
+
     /// Accepts one connection; nil when the listener was shut down or failed.
     public static func accept(_ listener: Int32) -> Int32? {
         while true {

@@ -97,6 +97,16 @@ extension HostSystem {
         return entries.map { $0.revents != 0 }
     }
 
+    /// Waits for `events` (POLLIN, POLLOUT) on each descriptor, or `milliseconds` (-1: no limit); returns the
+    /// events seen per descriptor (hang-ups and errors included).
+    public static func waitEvents(_ descriptors: [(descriptor: Int32, events: Int16)], milliseconds: Int32) -> [Int16] {
+        var entries = descriptors.map { pollfd(fd: $0.descriptor, events: $0.events, revents: 0) }
+        // SAFETY: poll reads and writes exactly `entries.count` pollfd values in the array.
+        let result = unsafe poll(&entries, nfds_t(entries.count), milliseconds)
+        guard result > 0 else { return descriptors.map { _ in 0 } }
+        return entries.map(\.revents)
+    }
+
     /// Reads up to `count` bytes at `offset` of a file; fewer at its end.
     public static func readAt(_ fd: Int32, count: Int, offset: UInt64) throws(HostCallError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)

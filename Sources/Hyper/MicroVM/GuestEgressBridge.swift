@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import HyperAgentProtocol
+
+/// Carries a microVM's connections to the egress proxy. The guest agent listens on the guest's
+/// 127.0.0.1:3128 and multiplexes each connection on the control channel (`connectionOpen`, `connectionData`,
+/// `connectionAcknowledge`, `connectionClose`); here each becomes a socket pair whose other end the proxy
+/// serves as if a client had connected to it. One thread polls them all. Each direction keeps at most
+/// `AgentProtocol.connectionWindow` bytes unacknowledged, so a connection nobody reads cannot fill the host's
+/// memory or stall the channel. Everything the guest sends is checked: an unknown connection, data beyond
+/// the window or a connection too many ends the session as a protocol violation, or is refused.
+final class GuestEgressBridge: @unchecked Sendable {
+    /// One connection, as the bridge thread sees it.
+    private struct Connection {
+        /// The bridge's end of the socket pair.
+        var local: Int32
+        /// Bytes from the guest still to be written to the proxy.
+        var pending: [UInt8] = []
+        /// Bytes sent to the guest that it has not acknowledged.
+        var unacknowledged = 0
+        /// The guest sends nothing more.
+        var guestClosed = false
+        /// The proxy side ended; `connectionClose` went to the guest.
+        var localClosed = false
+    }
+
+    private let proxy: EgressProxy
+    private let send: @Sendable (AgentMessage) -> Void
+    private let wake: HostEvent
+    private let inbox = Locked<[AgentMessage]>([])
+    private let stopped = Locked<Bool>(false)
+    private let violation = Locked<String?>(nil)
+    private let thread = Locked<HostThread?>(nil)
+    /// Touched only on the bridge thread.
+    private var connections: [UInt32: Connection] = [:]
+
+    /// Starts the bridge; `send` puts a message on the control channel (from the bridge thread).
+    init(proxy: EgressProxy, send: @escaping @Sendable (AgentMessage) -> Void) throws(HyperError) {
+        self.proxy = proxy
+        self.send = send
+        wake = try HostEvent()
+        let started = try HostThread.start { [self] in run() }
+        thread.withLock { $0 = started }
+    }
+
+    /// Why the bridge gave up on the guest, if it did: the session ends with it.
+    var protocolViolation: String? { violation.value }
+
+    /// Hands over a connection message from the guest (on the session thread).
+    func deliver(_ message: AgentMessage) {
+        inbox.withLock { $0.append(message) }
+        wake.signal()
+    }
+
+    /// Closes every connection and stops the thread.
+    func stop() {
+        stopped.withLock { $0 = true }
+        wake.signal()
+        thread.withLock { held in
+            held?.join()
+            held = nil
+        }
+    }
+
+    private func run() {
+        while !stopped.value {
+            let ids = Array(connections.keys)
+            var watched: [(descriptor: Int32, events: Int16)] = [(wake.descriptor, Int16(POLLIN))]
+            for id in ids {
+                guard let connection = connections[id] else { continue }
+                var events: Int16 = 0
+                if !connection.localClosed && connection.unacknowledged < AgentProtocol.connectionWindow { events |= Int16(POLLIN) }
+                if !connection.pending.isEmpty { events |= Int16(POLLOUT) }
+                watched.append((connection.local, events))
+            }
+            let seen = HostSystem.waitEvents(watched, milliseconds: -1)
+            wake.clear()
+            for message in inbox.withLock({ list in defer { list = [] }; return list }) {
+                handle(message)
+            }
+            for (index, id) in ids.enumerated() where seen[index + 1] != 0 {
+                if seen[index + 1] & Int16(POLLOUT | POLLERR | POLLHUP) != 0 { flush(id) }
+                if seen[index + 1] & Int16(POLLIN | POLLERR | POLLHUP) != 0 { receive(id) }
+            }
+        }
+        for connection in connections.values { HostSystem.closeDescriptor(connection.local) }
+        connections = [:]
+    }
+
+    private func refuse(_ what: String) {
+        violation.withLock { if $0 == nil { $0 = what } }
+    }
+
+    private func handle(_ message: AgentMessage) {
+        switch message {
+        case let .connectionOpen(id):
+            guard connections[id] == nil else { return refuse("connection \(id) opened twice") }
+            guard connections.count < AgentProtocol.maximumConnections,
+                  let (local, remote) = try? HostSockets.socketPair() else {
+                send(.connectionClose(id))  // Refused: the guest closes its client.
+                connections[id] = Connection(local: -1, guestClosed: false, localClosed: true)
+                return
+            }
+            connections[id] = Connection(local: local)
+            proxy.serve(connection: remote)
+        case let .connectionData(id, bytes):
+            guard var connection = connections[id], !connection.guestClosed else { return refuse("data on connection \(id), which is not open") }
+            guard connection.pending.count + bytes.count <= AgentProtocol.connectionWindow else {
+                return refuse("connection \(id) sent beyond its window")
+            }
+            if connection.local < 0 {
+                send(.connectionAcknowledge(id, UInt32(bytes.count)))  // A refused connection: dropped.
+                return
+            }
+            connection.pending += bytes
+            connections[id] = connection
+            flush(id)
+        case let .connectionAcknowledge(id, count):
+            guard var connection = connections[id] else { return }  // Late, after the connection ended.
+            connection.unacknowledged -= min(Int(count), connection.unacknowledged)
+            connections[id] = connection
+        case let .connectionClose(id):
+            guard var connection = connections[id] else { return refuse("close of connection \(id), which is not open") }
+            connection.guestClosed = true
+            connections[id] = connection
+            flush(id)
+        default:
+            refuse("\(message) is not a connection message")
+        }
+    }
+
+    /// Writes what the proxy takes of the pending bytes, acknowledging them; passes the guest's close on.
+    private func flush(_ id: UInt32) {
+        guard var connection = connections[id], connection.local >= 0 else { return finishIfDone(id) }
+        if !connection.pending.isEmpty {
+            do {
+                let sent = try HostSockets.sendAvailable(connection.local, connection.pending[...])
+                if sent > 0 {
+                    connection.pending.removeFirst(sent)
+                    send(.connectionAcknowledge(id, UInt32(sent)))
+                }
+            } catch {
+                // The proxy side is gone: drop what waits, acknowledged so the guest is not held up.
+                send(.connectionAcknowledge(id, UInt32(connection.pending.count)))
+                connection.pending = []
+            }
+        }
+        if connection.guestClosed && connection.pending.isEmpty { HostSockets.shutdownWrite(connection.local) }
+        connections[id] = connection
+        finishIfDone(id)
+    }
+
+    /// Sends the guest what the proxy wrote; at its end, the close.
+    private func receive(_ id: UInt32) {
+        guard var connection = connections[id], connection.local >= 0, !connection.localClosed else { return }
+        let bytes = (try? HostSystem.readSome(connection.local, count: AgentProtocol.chunkSize)) ?? []
+        if bytes.isEmpty {
+            connection.localClosed = true
+            send(.connectionClose(id))
+        } else {
+            connection.unacknowledged += bytes.count
+            send(.connectionData(id, bytes))
+        }
+        connections[id] = connection
+        finishIfDone(id)
+    }
+
+    private func finishIfDone(_ id: UInt32) {
+        guard let connection = connections[id], connection.guestClosed, connection.localClosed, connection.pending.isEmpty else { return }
+        if connection.local >= 0 { HostSystem.closeDescriptor(connection.local) }
+        connections[id] = nil
+    }
+}
