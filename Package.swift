@@ -17,7 +17,9 @@ let package = Package(
         .target(name: "HyperAgentProtocol", swiftSettings: strictSafety),
 
         // Floor 1-3: the accelerator-neutral core. Knows no concrete backend.
-        .target(name: "Hyper", dependencies: ["HyperAgentProtocol"], swiftSettings: strictSafety),
+        // Host calls Swift cannot express: descriptor passing, peer credentials, the signal relay.
+        .target(name: "CHyperHost"),
+        .target(name: "Hyper", dependencies: ["HyperAgentProtocol", "CHyperHost"], swiftSettings: strictSafety),
 
         // The KVM accelerator and the `kvm` backend, over /dev/kvm ioctls.
         .target(name: "CHyperKVM"),

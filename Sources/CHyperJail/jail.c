@@ -15,6 +15,11 @@
 // Process tree:  helper (host side: id maps, idmapped binds, cgroups, supervision)  ->  init (cloned straight into
 // new user, mount, pid, net, ipc and uts namespaces; pid 1: builds the root, drops privileges, reaps)  ->  the
 // command (seccomp installed just before exec).
+//
+// A session sandbox's init runs no command: it keeps the namespaces alive until it is told to stop. Each
+// command then runs through a joiner: the helper in join mode, which enters the running sandbox's cgroups and
+// namespaces, becomes the sandbox user and forks the command into the sandbox's pid namespace, relaying
+// signals (and a terminal) to it and reporting its status like a one-shot helper.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +70,7 @@ enum {
     TAG_TIMEOUT_MS = 7, TAG_CGROUP_DIR = 8, TAG_CGROUP_WRITE = 9, TAG_CGROUP_PROCS = 10, TAG_RLIMIT = 11,
     TAG_HOSTNAME = 12, TAG_STDIN = 13, TAG_FILE = 14, TAG_SYMLINK = 15, TAG_UID = 16, TAG_GID = 17,
     TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20, TAG_TTY = 21, TAG_EGRESS_SOCKET = 22,
+    TAG_SESSION = 23, TAG_JOIN_PID = 24,
 };
 
 struct record { uint32_t tag; uint32_t length; char *value; };
@@ -80,6 +86,8 @@ struct config {
     int forward_stdin;
     int tty;
     const char *egress_socket;  // The host proxy's socket inside the sandbox, or NULL for no network.
+    int session;                // Init keeps the namespaces alive and runs no command.
+    pid_t join_pid;             // Join mode: the host pid of the running sandbox's init.
     unsigned inside_uid, inside_gid;
     unsigned long id_base;
     struct sock_fprog seccomp;
@@ -169,6 +177,8 @@ static void read_config(void) {
         case TAG_STDIN: cfg.forward_stdin = value[0] == '1'; break;
         case TAG_TTY: cfg.tty = value[0] == '1'; break;
         case TAG_EGRESS_SOCKET: cfg.egress_socket = value; break;
+        case TAG_SESSION: cfg.session = value[0] == '1'; break;
+        case TAG_JOIN_PID: cfg.join_pid = (pid_t)strtol(value, NULL, 10); break;
         case TAG_UID: cfg.inside_uid = (unsigned)strtoul(value, NULL, 10); break;
         case TAG_GID: cfg.inside_gid = (unsigned)strtoul(value, NULL, 10); break;
         case TAG_ID_BASE: cfg.id_base = strtoul(value, NULL, 10); break;
@@ -183,7 +193,7 @@ static void read_config(void) {
     free(data);
     cfg.argv[argc] = NULL;
     cfg.envp[envc] = NULL;
-    if (argc == 0) die_message("no command in configuration");
+    if (argc == 0 && !cfg.session) die_message("no command in configuration");
     if (!cfg.cwd) die_message("no working directory in configuration");
 }
 
@@ -612,15 +622,17 @@ static void copy_window_size(int master) {
     if (ioctl(0, TIOCGWINSZ, &size) == 0 || ioctl(1, TIOCGWINSZ, &size) == 0) ioctl(master, TIOCSWINSZ, &size);
 }
 
-// Reaps every process, relays signals to the command and, with a terminal, bytes between the host streams
-// and the terminal; reports the command's status once it has exited and its output is drained.
-static void relay_until_exit(pid_t command, int signal_fd, int master, int result_fd) {
+// Reaps every child, relays signals to the command and, with a terminal, bytes between the host streams
+// and the terminal; returns the command's wait status once it has exited and its output is drained. When
+// `lifeline_fd` (if not -1) hangs up, the command is killed.
+static int relay_until_exit(pid_t command, int signal_fd, int master, int lifeline_fd) {
     int input_open = master >= 0 && cfg.forward_stdin;
     int status = 0, exited = 0;
     char buffer[16384];
     for (;;) {
-        struct pollfd fds[3] = {{signal_fd, POLLIN, 0}, {master, POLLIN, 0}, {input_open ? 0 : -1, POLLIN, 0}};
-        int ready = poll(fds, 3, exited ? 50 : -1);
+        struct pollfd fds[4] = {{signal_fd, POLLIN, 0}, {master, POLLIN, 0}, {input_open ? 0 : -1, POLLIN, 0},
+                                {exited ? -1 : lifeline_fd, POLLIN, 0}};
+        int ready = poll(fds, 4, exited ? 50 : -1);
         if (ready < 0 && errno == EINTR) continue;
         if (ready == 0 && exited) break;  // The terminal has gone quiet after the command ended.
         if (fds[0].revents & POLLIN) {
@@ -648,10 +660,13 @@ static void relay_until_exit(pid_t command, int signal_fd, int master, int resul
             if (n > 0) write_all(master, buffer, n);
             else { input_open = 0; char eof = 4; write_all(master, &eof, 1); }
         }
+        if (fds[3].revents & (POLLIN | POLLHUP | POLLERR)) {
+            kill(command, SIGKILL);
+            lifeline_fd = -1;
+        }
         if (exited && master < 0) break;
     }
-    dprintf(result_fd, "status %d\n", status);
-    _exit(0);
+    return status;
 }
 
 static void run_command_child(int exec_error_fd, const char *terminal) {
@@ -697,6 +712,73 @@ static void run_command_child(int exec_error_fd, const char *terminal) {
     _exit(error == ENOENT ? 127 : 126);
 }
 
+// Starts the command (with a terminal of the sandbox's devpts for a tty), says on stderr why it could not be
+// executed, relays until it ends and returns its wait status. Runs as the sandbox user, inside.
+static int run_command(int lifeline_fd) {
+    int master = -1;
+    char terminal[64] = {0};
+    if (cfg.tty) {
+        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || unlockpt(master) != 0 || ptsname_r(master, terminal, sizeof terminal) != 0) die("open a terminal");
+        copy_window_size(master);
+    }
+
+    int exec_error[2];
+    if (pipe2(exec_error, O_CLOEXEC) != 0) die("create exec pipe");
+    // Signals meant for the command (SIGTERM, SIGINT...) arrive on a signalfd and are forwarded.
+    sigset_t handled;
+    sigfillset(&handled);
+    sigprocmask(SIG_BLOCK, &handled, NULL);
+    int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0) die("watch signals");
+    pid_t command = fork();
+    if (command < 0) die("fork the command");
+    if (command == 0) {
+        close(exec_error[0]);
+        run_command_child(exec_error[1], cfg.tty ? terminal : NULL);  // Every other descriptor closes on exec.
+    }
+    close(exec_error[1]);
+    int exec_errno = 0;
+    ssize_t got = read(exec_error[0], &exec_errno, sizeof exec_errno);
+    close(exec_error[0]);
+    if (got == (ssize_t)sizeof exec_errno && exec_errno > 0) {
+        if (exec_errno == ENOENT && !strchr(cfg.argv[0], '/')) dprintf(2, "hyperctl: %s: command not found\n", cfg.argv[0]);
+        else dprintf(2, "hyperctl: %s: %s\n", cfg.argv[0], strerror(exec_errno));
+    }
+    return relay_until_exit(command, signal_fd, master, lifeline_fd);
+}
+
+// A session's init: runs no command and keeps the namespaces alive. On SIGTERM (or INT, HUP, QUIT) it sends
+// SIGTERM to every process of the sandbox and ends once none is left; the supervisor kills the sandbox if
+// that takes longer than its grace period.
+__attribute__((noreturn)) static void keep_session(int result_fd) {
+    sigset_t handled;
+    sigfillset(&handled);
+    sigprocmask(SIG_BLOCK, &handled, NULL);
+    int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0) die("watch signals");
+    dprintf(result_fd, "started %llu\n", (unsigned long long)monotonic_ns());
+    int stopping = 0;
+    for (;;) {
+        struct pollfd fds = {signal_fd, POLLIN, 0};
+        int ready = poll(&fds, 1, stopping ? 20 : -1);
+        if (ready < 0 && errno != EINTR) break;
+        struct signalfd_siginfo info;
+        while (read(signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+            int number = (int)info.ssi_signo;
+            if (!stopping && (number == SIGTERM || number == SIGINT || number == SIGHUP || number == SIGQUIT)) {
+                stopping = 1;
+                kill(-1, SIGTERM);
+            }
+        }
+        while (waitpid(-1, NULL, WNOHANG) > 0) {}
+        // kill(-1, 0) reaches every other process of the pid namespace: ESRCH means none is left.
+        if (stopping && kill(-1, 0) != 0 && errno == ESRCH) break;
+    }
+    dprintf(result_fd, "status 0\n");
+    _exit(0);
+}
+
 static void run_init(int go_fd, int result_fd, int helper_alive_fd) {
     // Errors from here on travel through the helper, so its exit alone ends the host's status stream.
     if (dup3(result_fd, STATUS_FD, O_CLOEXEC) < 0) _exit(125);
@@ -717,40 +799,33 @@ static void run_init(int go_fd, int result_fd, int helper_alive_fd) {
     drop_privileges();
     if (cfg.egress_socket) start_egress_forwarder();
 
-    int master = -1;
-    char terminal[64] = {0};
-    if (cfg.tty) {
-        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (master < 0 || unlockpt(master) != 0 || ptsname_r(master, terminal, sizeof terminal) != 0) die("open a terminal");
-        copy_window_size(master);
-    }
-
-    int exec_error[2];
-    if (pipe2(exec_error, O_CLOEXEC) != 0) die("create exec pipe");
-    // Signals meant for the command (SIGTERM, SIGINT...) arrive on a signalfd and are forwarded.
-    sigset_t handled;
-    sigfillset(&handled);
-    sigprocmask(SIG_BLOCK, &handled, NULL);
-    int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (signal_fd < 0) die("watch signals");
+    if (cfg.session) keep_session(result_fd);
     dprintf(result_fd, "started %llu\n", (unsigned long long)monotonic_ns());
-    pid_t command = fork();
-    if (command < 0) die("fork the command");
-    if (command == 0) {
-        close(exec_error[0]);
-        close(result_fd);
-        close(helper_alive_fd);
-        run_command_child(exec_error[1], cfg.tty ? terminal : NULL);
-    }
-    close(exec_error[1]);
-    int exec_errno = 0;
-    ssize_t got = read(exec_error[0], &exec_errno, sizeof exec_errno);
-    close(exec_error[0]);
-    if (got == (ssize_t)sizeof exec_errno && exec_errno > 0) {
-        if (exec_errno == ENOENT && !strchr(cfg.argv[0], '/')) dprintf(2, "hyperctl: %s: command not found\n", cfg.argv[0]);
-        else dprintf(2, "hyperctl: %s: %s\n", cfg.argv[0], strerror(exec_errno));
-    }
-    relay_until_exit(command, signal_fd, master, result_fd);
+    int status = run_command(helper_alive_fd);
+    dprintf(result_fd, "status %d\n", status);
+    _exit(0);
+}
+
+// MARK: - Join mode: one command in a running session sandbox
+
+// Enters the sandbox of init `cfg.join_pid` (its cgroups, then all its namespaces at once through a pidfd),
+// becomes the sandbox user with the sandbox's limits and filter, and runs the command there. Reports
+// "started", then "exited CODE" or "signaled N"; hyperctl closing the lifeline kills the command.
+static int join_main(void) {
+    int init_fd = sys_pidfd_open(cfg.join_pid);
+    if (init_fd < 0) die("find the sandbox");
+    join_cgroups(getpid());
+    if (setns(init_fd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
+        die("enter the sandbox's namespaces");
+    close(init_fd);
+    if (host_root && (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)) die("become the namespace's root");
+    apply_rlimits();
+    drop_privileges();
+    status_line("started %llu", (unsigned long long)monotonic_ns());
+    int status = run_command(LIFELINE_FD);
+    if (WIFEXITED(status)) status_line("exited %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) status_line("signaled %d", WTERMSIG(status));
+    return 0;
 }
 
 // MARK: - Helper main: supervision on the host side
@@ -764,6 +839,7 @@ static int helper_main(void) {
     fcntl(LIFELINE_FD, F_SETFD, FD_CLOEXEC);
     host_root = geteuid() == 0;
     if (host_root && setgroups(0, NULL) != 0) die("clear supplementary groups");
+    if (cfg.join_pid > 0) return join_main();
 
     prepare_binds();
 
@@ -805,6 +881,7 @@ static int helper_main(void) {
     if (write(go[1], &byte, 1) != 1) die("start the sandbox");
     close(go[1]);
     status_line("created %llu", (unsigned long long)monotonic_ns());
+    if (cfg.session) status_line("init %d", init);
 
     uint64_t deadline = cfg.timeout_ms > 0 ? monotonic_ns() + (uint64_t)cfg.timeout_ms * 1000000ull : 0;
     char buffer[256];

@@ -60,7 +60,8 @@ public enum FileTree {
         }
     }
 
-    static func entries(of directory: String) throws(AgentProtocolError) -> [String] {
+    /// The names in a directory, without `.` and `..`.
+    public static func entries(of directory: String) throws(AgentProtocolError) -> [String] {
         // SAFETY: opendir reads the NUL-terminated path for the call; the handle is closed below.
         guard let handle = unsafe opendir(directory) else { throw .fileSystem("open directory", directory, errno) }
         // SAFETY: the handle came from opendir and is closed exactly once.

@@ -51,8 +51,7 @@ public struct KVMBackend: Backend {
         #if os(Linux)
         // An unaccelerated host is allowed here only when forced; its guests boot very slowly.
         let bootTimeout: Duration = host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
-        let signals: KVMSignalRelay
-        do { signals = try KVMSignalRelay() } catch { throw error.hyperError }
+        let signals = try HostSignalRelay()
         return try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: KVMHypervisor(), signals: signals, bootTimeout: bootTimeout)
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError

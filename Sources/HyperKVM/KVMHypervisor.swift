@@ -30,26 +30,6 @@ enum KVMLayout {
     static let identityMapAddress: UInt64 = 0xFFFB_C000
 }
 
-/// The signals a sandboxed command gets, caught with a signalfd (they are blocked in the launching thread
-/// and so in every thread the sandbox starts).
-final class KVMSignalRelay: SignalRelay {
-    let descriptor: Int32
-
-    init() throws(KVMError) {
-        let fd = chyper_relay_signal_fd()
-        guard fd >= 0 else { throw KVMError.systemCall(operation: "signalfd", errorNumber: errno) }
-        descriptor = fd
-    }
-
-    deinit { close(descriptor) }
-
-    func take() -> [Int32] {
-        var signals: [Int32] = []
-        while case let number = chyper_next_relayed_signal(descriptor), number > 0 { signals.append(number) }
-        return signals
-    }
-}
-
 /// An irqfd bound to one GSI of a VM's in-kernel IOAPIC.
 final class KVMInterruptTrigger: InterruptTrigger {
     let eventDescriptor: Int32

@@ -6,11 +6,11 @@ import Hyper
 /// out between fork and exec. `encoded()` gives the records the helper reads from its fd 3: a 32-bit tag, a
 /// 32-bit length and the bytes, with multi-part values separated by NUL.
 public struct JailConfig: Equatable, Sendable {
-    /// Record tags; `Sources/hyper-jail/main.c` uses the same numbers.
+    /// Record tags; `Sources/CHyperJail/jail.c` uses the same numbers.
     enum Tag: UInt32 {
         case argument = 1, environment, workingDirectory, bind, readOnlyPath, seccomp, timeoutMilliseconds
         case cgroupDirectory, cgroupWrite, cgroupProcs, resourceLimit, hostname, forwardStdin, file, symlink
-        case uid, gid, cgroupKill, idBase, directory, tty, egressSocket
+        case uid, gid, cgroupKill, idBase, directory, tty, egressSocket, session, joinPid
     }
 
     /// A bind mount of a host path into the sandbox.
@@ -47,6 +47,10 @@ public struct JailConfig: Equatable, Sendable {
     public var tty = false
     /// The egress proxy's socket inside the sandbox: the helper then forwards 127.0.0.1:3128 to it.
     public var egressSocket: String?
+    /// A session sandbox: init runs no command and keeps the namespaces alive for commands joined later.
+    public var session = false
+    /// Join mode: the host pid of a running session's init, whose sandbox the command enters.
+    public var joinPid: Int32?
     /// The user and group the command runs as, inside the sandbox.
     public var uid: UInt32 = 0
     public var gid: UInt32 = 0
@@ -79,6 +83,8 @@ public struct JailConfig: Equatable, Sendable {
         record(.forwardStdin, [forwardStdin ? "1" : "0"])
         record(.tty, [tty ? "1" : "0"])
         if let egressSocket { record(.egressSocket, [egressSocket]) }
+        if session { record(.session, ["1"]) }
+        if let joinPid { record(.joinPid, [String(joinPid)]) }
         record(.uid, [String(uid)])
         record(.gid, [String(gid)])
         record(.idBase, [String(idBase)])

@@ -68,6 +68,48 @@ public struct ProcessBackend: Backend {
         #endif
     }
 
+    public func sweepLeftovers() {
+        #if os(Linux)
+        LeftoverSweep.run()
+        #endif
+    }
+
+    public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
+        let facts = gatherFacts()
+        let result = ProcessProbe.evaluate(facts)
+        guard result.isAvailable else { throw ProcessError.unavailable(result.reason).hyperError }
+        var sessionSpec = spec
+        sessionSpec.interactive = false
+        sessionSpec.tty = false
+        try checkSupport(sessionSpec, options: options, capabilities: Self.capabilities(for: facts))
+        #if os(Linux)
+        let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
+        let secrets = try SandboxSecrets.read(sessionSpec)
+        let egress = try startEgressProxy(sessionSpec, name: name, secrets: secrets, streams: options.streams)
+        var config = JailPlanner().plan(sessionSpec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets)
+        config.argv = []
+        config.session = true
+        let sandbox: ProcessSandbox
+        do {
+            sandbox = try start(config, streams: options.streams, egress: egress)
+        } catch {
+            egress?.stop()
+            throw error.hyperError
+        }
+        do {
+            try egress?.proxy.start()
+            return try ProcessSession(backend: self, spec: sessionSpec, facts: facts, name: name, secrets: secrets,
+                                      hasEgress: egress != nil, sandbox: sandbox)
+        } catch {
+            try? sandbox.kill()
+            _ = try? sandbox.wait()
+            throw error
+        }
+        #else
+        throw ProcessError.unavailable("namespaces need Linux").hyperError
+        #endif
+    }
+
     #if os(Linux)
     /// For an allowlist: the egress proxy listening on a socket in a private folder (not yet serving), logging
     /// each refusal on stderr.

@@ -11,6 +11,13 @@ final class ProcessSandbox: SandboxHandle {
         var lifeline: Int32
         var statusReader: Int32
         var reaped = false
+        /// Status bytes read but not yet a whole line.
+        var pendingStatus: [UInt8] = []
+        /// What the status lines said so far.
+        var outcome: Result<SandboxExit, HyperError>?
+        var started = false
+        /// A session's init, as a host pid.
+        var initPid: Int32?
     }
 
     let streams: StandardStreams
@@ -64,10 +71,23 @@ final class ProcessSandbox: SandboxHandle {
         }
     }
 
+    /// For a session: reads status lines until its init runs, and returns the init's host pid.
+    func waitUntilStarted() throws(HyperError) -> Int32 {
+        let result = waiting.withLock { _ -> Result<Int32, HyperError> in
+            readStatus { $0.started || $0.outcome != nil }
+            let (started, initPid, outcome) = state.withLock { ($0.started, $0.initPid, $0.outcome) }
+            if started, let initPid { return .success(initPid) }
+            if case let .failure(error)? = outcome { return .failure(error) }
+            return .failure(ProcessError.setupFailed("the session sandbox ended before it was ready").hyperError)
+        }
+        return try result.get()
+    }
+
     func wait() throws(HyperError) -> SandboxExit {
         let result = waiting.withLock { _ -> Result<SandboxExit, HyperError> in
             if let finished = state.withLock({ $0.result }) { return finished }
-            let outcome = readUntilEnd()
+            readStatus { _ in false }
+            let outcome = state.withLock { $0.outcome } ?? .failure(ProcessError.setupFailed("the helper ended without a status").hyperError)
             state.withLock { state in
                 state.result = outcome
                 ProcessSystem.closeQuietly(state.statusReader)
@@ -83,21 +103,27 @@ final class ProcessSandbox: SandboxHandle {
         return try result.get()
     }
 
-    /// Reads the helper's status lines until it closes the pipe, recording phases, and returns the outcome.
-    private func readUntilEnd() -> Result<SandboxExit, HyperError> {
+    /// Reads the helper's status lines, recording phases and the outcome, until `done` holds or the helper
+    /// closes the pipe.
+    private func readStatus(until done: (State) -> Bool) {
         let reader = state.withLock { $0.statusReader }
-        var pending: [UInt8] = []
-        var outcome: Result<SandboxExit, HyperError>?
-        while true {
-            guard let chunk = try? HostSystem.readSome(reader, count: 4096), !chunk.isEmpty else { break }
-            pending += chunk
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: pending[..<newline], as: UTF8.self)
-                pending.removeSubrange(...newline)
+        while !state.withLock({ done($0) }) {
+            guard let chunk = try? HostSystem.readSome(reader, count: 4096), !chunk.isEmpty else { return }
+            let lines = state.withLock { state -> [String] in
+                state.pendingStatus += chunk
+                var lines: [String] = []
+                while let newline = state.pendingStatus.firstIndex(of: UInt8(ascii: "\n")) {
+                    lines.append(String(decoding: state.pendingStatus[..<newline], as: UTF8.self))
+                    state.pendingStatus.removeSubrange(...newline)
+                }
+                return lines
+            }
+            for line in lines {
+                var outcome = state.withLock { $0.outcome }
                 if outcome == nil || line.hasPrefix("error ") == false { handle(line, outcome: &outcome) }
+                state.withLock { $0.outcome = outcome }
             }
         }
-        return outcome ?? .failure(ProcessError.setupFailed("the helper ended without a status").hyperError)
     }
 
     private func handle(_ line: String, outcome: inout Result<SandboxExit, HyperError>?) {
@@ -114,6 +140,9 @@ final class ProcessSandbox: SandboxHandle {
             record(.created, at: UInt64(argument) ?? now)
         case "started":
             record(.commandStarted, at: UInt64(argument) ?? now)
+            state.withLock { $0.started = true }
+        case "init":
+            state.withLock { $0.initPid = Int32(argument) }
         case "exited":
             record(.exited, at: now)
             outcome = .success(.exited(Int32(argument) ?? 125))

@@ -3,7 +3,12 @@ import Hyper
 /// The hyperctl command line: finds the subcommand, runs it, and turns every failure into exit code 125.
 enum HyperCtl {
     /// The subcommands, in the order `hyperctl --help` lists them.
-    static var commands: [any CLICommand.Type] { [RunCommand.self, BootCommand.self, BackendsCommand.self, BenchCommand.self, VersionCommand.self] }
+    static var commands: [any CLICommand.Type] {
+        [RunCommand.self, CreateCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self,
+         BootCommand.self, BackendsCommand.self, BenchCommand.self, VersionCommand.self]
+    }
+    /// Subcommands that hyperctl runs itself and `--help` does not list.
+    static var internalCommands: [any CLICommand.Type] { [SuperviseCommand.self] }
 
     /// The exit code for failures of hyperctl itself or of the sandbox, bad input included (docker's convention).
     static let failureExitCode: Int32 = 125
@@ -26,7 +31,7 @@ enum HyperCtl {
         default:
             break
         }
-        guard let command = commands.first(where: { $0.name == word }) else {
+        guard let command = (commands + internalCommands).first(where: { $0.name == word }) else {
             context.note("unknown command \"\(word)\"; commands: \(commands.map { $0.name }.joined(separator: ", "))")
             return failureExitCode
         }

@@ -90,6 +90,7 @@ out="$(run -- sh -c 'head -c 16 /dev/hwrng | wc -c')"
 check "virtio-rng feeds /dev/hwrng" [ "$out" = 16 ]
 
 # The egress proxy through the guest agent's listener, and secrets: web servers on L1's loopback.
+ip link set lo up
 mkdir -p /www
 echo "from L1" > /www/hello
 head -c 3000000 /dev/urandom > /www/big.bin

@@ -104,14 +104,5 @@ int chyper_irqfd_create(int vm_fd, unsigned gsi);
 /// Fires an irqfd.
 void chyper_irqfd_fire(int event_fd);
 
-// MARK: Signals for the guest's command.
-
-/// Blocks the signals a sandboxed command should get (INT, TERM, HUP, QUIT, USR1, USR2, WINCH, CONT, TSTP)
-/// in the calling thread, which threads it creates inherit, and returns a non-blocking signalfd for them.
-/// Returns -1 with errno on failure.
-int chyper_relay_signal_fd(void);
-/// Reads the next signal from such a descriptor: its number, or 0 when none is pending.
-int chyper_next_relayed_signal(int fd);
-
 #endif // __linux__
 #endif // CHYPERKVM_H

@@ -126,10 +126,22 @@ public protocol Backend: Sendable {
     func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle
     /// Boots a raw VM with its console on `request.consoleOutput` and returns how it ended.
     func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit
+    /// Starts a long-lived sandbox for many commands (`hyperctl create`). The spec's command is ignored.
+    func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox
+    /// Removes what crashed sandboxes of this backend left behind (cgroups, temporary folders) that belongs
+    /// to no live process.
+    func sweepLeftovers()
 }
 
 extension Backend {
     public var launchesSandboxes: Bool { true }
+
+    /// Backends without sessions say so.
+    public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
+        throw HyperError(.notImplemented, "backend \(name) does not run session sandboxes yet (hyperctl create); use hyperctl run")
+    }
+
+    public func sweepLeftovers() {}
 
     /// Backends without a raw VM say so.
     public func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit {

@@ -163,6 +163,42 @@ extension SandboxSpec {
         return limits
     }
 
+    /// The whole spec as a document that `decode` reads back to the same spec (environment values and
+    /// secret sources included: unlike `summary`, it is not for reports).
+    public var document: JSONValue {
+        var members: [(String, JSONValue)] = [("command", .array(command.map(JSONValue.string)))]
+        members.append(("env", .object(environment.map { ($0.name, .string($0.value)) })))
+        if let workingDirectory { members.append(("workdir", .string(workingDirectory))) }
+        members.append(("workspace", .string(workspace)))
+        members.append(("mounts", .array(mounts.map { mount in
+            .object([("source", .string(mount.source)), ("destination", .string(mount.destination)), ("readOnly", .bool(mount.readOnly))])
+        })))
+        switch network {
+        case .none: members.append(("network", .string("none")))
+        case let .allow(list): members.append(("network", .object([("allow", .array(list.map { .string($0.description) }))])))
+        }
+        members.append(("secrets", .object(secrets.map { secret in
+            var source: String
+            switch secret.source {
+            case let .file(path): source = "file:" + path
+            case let .environment(variable): source = "env:" + variable
+            }
+            if secret.isInjected { source += "@" + secret.injectedInto.map(\.description).joined(separator: ",") }
+            return (secret.name, .string(source))
+        })))
+        var limitMembers: [(String, JSONValue)] = []
+        if let memory = limits.memoryBytes { limitMembers.append(("memory", .string(String(memory)))) }
+        if let cpus = limits.cpus { limitMembers.append(("cpus", .number(cpus))) }
+        if let pids = limits.pids { limitMembers.append(("pids", .integer(pids))) }
+        if let timeout = limits.timeout { limitMembers.append(("timeout", .string("\(max(1, timeout.nanoseconds / 1_000_000))ms"))) }
+        members.append(("limits", .object(limitMembers)))
+        members.append(("interactive", .bool(interactive)))
+        members.append(("tty", .bool(tty)))
+        if let rootfs { members.append(("rootfs", .string(rootfs))) }
+        members.append(("writableHooks", .bool(!protectsHostExecutedFiles)))
+        return .object(members)
+    }
+
     /// Returns `path` made absolute against `base` (paths starting with `/` are kept).
     public static func absolute(_ path: String, base: String) -> String {
         if path.hasPrefix("/") || path.isEmpty { return path }

@@ -6,12 +6,15 @@ extension SandboxSpec {
     /// sandbox are absolute and clean, and that every secret's source can be read. It never reads a secret's
     /// value into the spec.
     /// - Throws: `HyperError.invalidSpec` naming the field and the value.
-    public func validated() throws(HyperError) -> SandboxSpec {
+    /// - Parameter requiringCommand: false for a session sandbox, whose commands come later.
+    public func validated(requiringCommand: Bool = true) throws(HyperError) -> SandboxSpec {
         var spec = self
-        guard let program = command.first else {
-            throw HyperError(.invalidSpec, "command: empty; give the command after -- or as the spec's \"command\"")
+        if requiringCommand || !command.isEmpty {
+            guard let program = command.first else {
+                throw HyperError(.invalidSpec, "command: empty; give the command after -- or as the spec's \"command\"")
+            }
+            guard !program.isEmpty else { throw HyperError(.invalidSpec, "command: the program name is empty") }
         }
-        guard !program.isEmpty else { throw HyperError(.invalidSpec, "command: the program name is empty") }
         if let bad = command.first(where: { $0.utf8.contains(0) }) {
             throw HyperError(.invalidSpec, "command: argument \"\(bad)\" contains a NUL byte")
         }

@@ -58,8 +58,9 @@ public enum HostSockets {
         return (fd, address)
     }
 
-    /// Listens on a Unix stream socket at `path` (replacing a stale one) that any local user may connect to.
-    public static func listenUnix(_ path: String) throws(HostCallError) -> Int32 {
+    /// Listens on a Unix stream socket at `path` (replacing a stale one) with `mode` (by default any local
+    /// user may connect to it).
+    public static func listenUnix(_ path: String, mode: UInt32 = 0o666) throws(HostCallError) -> Int32 {
         var (fd, address) = try unixSocket(path, operation: "bind")
         HostSystem.removeQuietly(path)
         // SAFETY: bind reads a sockaddr_un of the given size from the local.
@@ -71,7 +72,7 @@ public enum HostSockets {
             close(fd)
             throw HostCallError(operation: "listen on", subject: path, errorNumber: number)
         }
-        HostSystem.setMode(path, 0o666)
+        HostSystem.setMode(path, mode)
         return fd
     }
 
@@ -227,6 +228,9 @@ public enum HostSockets {
 
     /// Ends both directions of a connection (wakes a thread blocked on it).
     public static func shutdownBoth(_ fd: Int32) { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+
+    /// Ends our receiving direction (a thread blocked receiving sees the end of the stream).
+    public static func shutdownRead(_ fd: Int32) { _ = shutdown(fd, Int32(SHUT_RD)) }
 
     /// Ends our sending direction (the peer reads end of file).
     public static func shutdownWrite(_ fd: Int32) { _ = shutdown(fd, Int32(SHUT_WR)) }

@@ -21,7 +21,8 @@ enum SpecFlags {
     ]
 
     /// Builds the spec from `--spec` and the flags, flags last, then checks it against the host.
-    static func makeSpec(_ arguments: ParsedArguments, context: CommandContext) throws(HyperError) -> SandboxSpec {
+    /// - Parameter requiringCommand: false for `create`, whose commands come later with `exec`.
+    static func makeSpec(_ arguments: ParsedArguments, context: CommandContext, requiringCommand: Bool = true) throws(HyperError) -> SandboxSpec {
         let cwd = context.currentDirectory
         var spec = SandboxSpec()
         if let file = arguments.value("--spec") {
@@ -63,6 +64,6 @@ enum SpecFlags {
         if let rootfs = arguments.value("--rootfs") { spec.rootfs = SandboxSpec.absolute(rootfs, base: cwd) }
         if arguments.has("--writable-hooks") { spec.protectsHostExecutedFiles = false }
         if !arguments.positionals.isEmpty { spec.command = arguments.positionals }
-        return try spec.validated()
+        return try spec.validated(requiringCommand: requiringCommand)
     }
 }
