@@ -38,11 +38,12 @@ let hyperctlBinary: String = {
 /// Whether the built hyperctl binary is there to run.
 let hyperctlBinaryExists = FileManager.default.isExecutableFile(atPath: hyperctlBinary)
 
-/// Runs the real hyperctl binary as a child process.
-func runBinary(_ arguments: [String], directory: String = "/tmp", input: String? = nil) throws -> CLIResult {
+/// Runs the real hyperctl binary as a child process, with `environment` added to this process's.
+func runBinary(_ arguments: [String], directory: String = "/tmp", input: String? = nil, environment: [String: String] = [:]) throws -> CLIResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: hyperctlBinary)
     process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     process.currentDirectoryURL = URL(fileURLWithPath: directory)
     let output = Pipe()
     let errorOutput = Pipe()

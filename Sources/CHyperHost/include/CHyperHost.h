@@ -4,6 +4,7 @@
 #ifndef CHYPER_HOST_H
 #define CHYPER_HOST_H
 
+#include <spawn.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -21,6 +22,10 @@ ssize_t chyper_receive_with_descriptors(int fd, void *buffer, size_t capacity, i
 
 /// The connected peer's user id and process id. Returns 0, or -1 with errno.
 int chyper_peer_credentials(int fd, unsigned *uid, int *pid);
+
+/// Adds "close every descriptor from `lowest` up" to spawn file actions (after the dup2 actions), so that a
+/// spawned process inherits only the descriptors it is given. Returns 0, or an error number.
+int chyper_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
 /// Blocks the signals hyperctl relays to a sandboxed command (INT, TERM, HUP, QUIT, USR1, USR2, WINCH,
 /// CONT, TSTP) in the calling thread and returns a non-blocking signalfd for them, or -1 with errno.

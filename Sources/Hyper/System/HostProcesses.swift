@@ -1,3 +1,4 @@
+import CHyperHost
 import HyperAgentProtocol
 #if canImport(Glibc)
 import Glibc
@@ -27,6 +28,11 @@ extension HostSystem {
             // SAFETY: the actions copy the descriptor numbers.
             unsafe posix_spawn_file_actions_adddup2(&actions, source, Int32(target))
         }
+        // Nothing else is inherited: a parent's descriptors (a test harness's pipes, say) must not live on in
+        // a detached process.
+        // SAFETY: adds one action to the initialized actions.
+        let closing = unsafe chyper_spawn_close_from(&actions, Int32(descriptors.count))
+        guard closing == 0 else { throw HostCallError(operation: "prepare", subject: program, errorNumber: closing) }
         var noSignals = sigset_t()
         var allSignals = sigset_t()
         sigemptyset(&noSignals)

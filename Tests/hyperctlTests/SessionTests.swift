@@ -1,0 +1,188 @@
+import Foundation
+import Hyper
+import HyperProcess
+import Testing
+
+/// A private session store for one test, and hyperctl run against it.
+struct SessionFixture {
+    let stateDirectory: String
+    let workspace: String
+
+    init() throws {
+        stateDirectory = try makeTemporaryDirectory()
+        workspace = try makeTemporaryDirectory()
+    }
+
+    func hyperctl(_ arguments: [String], input: String? = nil) throws -> CLIResult {
+        try runBinary(arguments, directory: workspace, input: input, environment: ["HYPERCTL_STATE_DIR": stateDirectory])
+    }
+
+    /// `ps --json`, as name → entry.
+    func listing() throws -> [String: JSONValue] {
+        let result = try hyperctl(["ps", "--json"])
+        guard result.exitCode == 0, case let .array(items) = try JSONValue.parse(result.output) else { return [:] }
+        var byName: [String: JSONValue] = [:]
+        for item in items { if let name = item.string("name") { byName[name] = item } }
+        return byName
+    }
+
+    func cleanUp() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: stateDirectory)) ?? [] {
+            _ = try? hyperctl(["rm", "-f", name])
+        }
+        try? FileManager.default.removeItem(atPath: stateDirectory)
+        try? FileManager.default.removeItem(atPath: workspace)
+    }
+}
+
+@Suite("Session sandboxes: create, exec, ps, stop, rm", .serialized,
+       .enabled(if: hyperctlBinaryExists, "needs the hyperctl binary"),
+       .enabled(if: ProcessBackend().probe().isAvailable, "needs user namespaces and seccomp"))
+struct SessionTests {
+    @Test func createTwoConcurrentExecsStopAndRemove() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        let created = try fixture.hyperctl(["create", "--backend", "process", "--name", "work", "--net", "allow:example.org:443"])
+        #expect(created.exitCode == 0 && created.output == "work\n", "\(created.errorOutput)")
+
+        // Each command waits for the other to have started: they finish only if they run at the same time.
+        let script = "touch /tmp/$0; for i in $(seq 1 200); do [ -e /tmp/$1 ] && echo $0 saw $1 && exit 0; sleep 0.05; done; exit 9"
+        let results = Locked<[CLIResult?]>([nil, nil])
+        DispatchQueue.concurrentPerform(iterations: 2) { index in
+            let (me, other) = index == 0 ? ("a", "b") : ("b", "a")
+            let result = try? fixture.hyperctl(["exec", "work", "--", "sh", "-c", script, me, other])
+            results.withLock { $0[index] = result }
+        }
+        #expect(results.value.map { $0?.output } == ["a saw b\n", "b saw a\n"])
+        #expect(results.value.map { $0?.exitCode } == [0, 0])
+
+        // One sandbox: what one command leaves, the next sees; its environment names the egress proxy.
+        let shared = try fixture.hyperctl(["exec", "-e", "GREETING=hi", "work", "--", "sh", "-c", "ls /tmp/a /tmp/b; echo $GREETING $HTTPS_PROXY; exit 3"])
+        #expect(shared.output == "/tmp/a\n/tmp/b\nhi http://127.0.0.1:3128\n" && shared.exitCode == 3, "\(shared.output) \(shared.errorOutput)")
+        #expect(try fixture.hyperctl(["exec", "work", "--", "no-such-program"]).exitCode == 127)
+
+        let running = try fixture.listing()["work"]
+        #expect(running?.string("state") == "running" && running?.string("backend") == "process")
+        #expect(running?.integer("commands") == 4)
+        #expect((running?.integer("memoryBytes") ?? 0) > 0)
+
+        #expect(try fixture.hyperctl(["stop", "work"]).exitCode == 0)
+        #expect(try fixture.listing()["work"]?.string("state") == "stopped")
+        let afterStop = try fixture.hyperctl(["exec", "work", "--", "true"])
+        #expect(afterStop.exitCode == 125 && afterStop.errorOutput.contains("is stopped"))
+        #expect(try fixture.hyperctl(["rm", "work"]).exitCode == 0)
+        #expect(try fixture.listing().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: fixture.stateDirectory + "/work"))
+    }
+
+    @Test func badNamesAndMissingSandboxesAre125WithAMessage() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        let missing = try fixture.hyperctl(["exec", "nowhere", "--", "true"])
+        #expect(missing.exitCode == 125 && missing.errorOutput.contains("no sandbox named nowhere"))
+        let badName = try fixture.hyperctl(["create", "--backend", "process", "--name", "../escape"])
+        #expect(badName.exitCode == 125 && badName.errorOutput.contains("sandbox name"))
+        #expect(try fixture.hyperctl(["stop", "nowhere"]).exitCode == 125)
+        #expect(try fixture.hyperctl(["rm", "nowhere"]).exitCode == 125)
+        let withCommand = try fixture.hyperctl(["create", "--backend", "process", "--", "true"])
+        #expect(withCommand.exitCode == 125 && withCommand.errorOutput.contains("create takes no command"))
+        let fake = try fixture.hyperctl(["create", "--backend", "fake", "--name", "simulated"])
+        #expect(fake.exitCode == 125 && fake.errorOutput.contains("does not run session sandboxes"))
+        #expect(try fixture.listing().isEmpty, "a failed create leaves nothing behind")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") && getuid() == 0, "needs root and python3 to act as another user"))
+    func anotherUserCannotUseTheControlSocket() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        #expect(try fixture.hyperctl(["create", "--backend", "process", "--name", "mine"]).exitCode == 0)
+        let socket = fixture.stateDirectory + "/mine/control.sock"
+        // As uid 4242 (made up for this test): try to connect and ask for an exec.
+        let attempt = """
+            import os, socket, sys
+            os.setgroups([]); os.setgid(4242); os.setuid(4242)
+            try:
+                s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+                s.sendall(b'{"request":"status"}\\n'); print(s.recv(4096).decode().strip())
+            except OSError as error:
+                print("refused:", error.strerror)
+            """
+        func tryAsOtherUser() throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = ["-c", attempt, socket]
+            let output = Pipe()
+            process.standardOutput = output
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
+        #expect(try tryAsOtherUser().hasPrefix("refused: Permission denied"), "the private folder keeps other users out")
+        // Even with the folder and socket opened up, the supervisor checks who is calling.
+        chmod(fixture.stateDirectory, 0o755)
+        chmod(fixture.stateDirectory + "/mine", 0o755)
+        chmod(socket, 0o777)
+        let answer = try tryAsOtherUser()
+        #expect(answer.contains("permission denied") && !answer.contains("\"state\""), "\(answer)")
+    }
+
+    @Test func aKilledSupervisorIsReportedDeadAndRmCleansUp() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        #expect(try fixture.hyperctl(["create", "--backend", "process", "--name", "victim", "--net", "allow:example.org:80"]).exitCode == 0)
+        let record = try JSONValue.parse(String(contentsOfFile: fixture.stateDirectory + "/victim/session.json", encoding: .utf8))
+        let pid = try #require(record.integer("supervisorPid"))
+        let egressFolders = { () -> [String] in
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []).filter { $0.hasPrefix("hyperctl-egress-sandbox-\(pid)-") }
+        }
+        #expect(egressFolders().count == 1)
+        kill(Int32(pid), SIGKILL)
+        var state = ""
+        for _ in 0..<100 {
+            state = try fixture.listing()["victim"]?.string("state") ?? ""
+            if state == "dead" { break }
+            usleep(50_000)
+        }
+        #expect(state == "dead")
+        let exec = try fixture.hyperctl(["exec", "victim", "--", "true"])
+        #expect(exec.exitCode == 125 && exec.errorOutput.contains("is dead"))
+        #expect(egressFolders().isEmpty, "the sweep removed the dead supervisor's proxy folder")
+        #expect(try fixture.hyperctl(["rm", "victim"]).exitCode == 0)
+        #expect(try fixture.listing().isEmpty)
+    }
+
+    @Test(.enabled(if: tmuxAvailable, "needs tmux to drive a real terminal"))
+    func anInteractiveShellInATerminalEchoesInputAndReturnsItsExitCode() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        #expect(try fixture.hyperctl(["create", "--backend", "process", "--name", "term"]).exitCode == 0)
+        let server = "hyperctl-session-test-\(getpid())"
+        let exitFile = NSTemporaryDirectory() + "hyperctl-tmux-exit-\(UUID().uuidString)"
+        defer {
+            _ = try? tmux(server, ["kill-server"])
+            try? FileManager.default.removeItem(atPath: exitFile)
+        }
+        try tmux(server, ["new-session", "-d", "-s", "sandbox", "-x", "100", "-y", "30",
+                          "HYPERCTL_STATE_DIR=\(fixture.stateDirectory) \(hyperctlBinary) exec -it term -- sh; echo $? > \(exitFile); sleep 30"])
+        try tmux(server, ["send-keys", "-t", "sandbox", "echo typed-$((6*7)); stty size", "Enter"])
+        var screen = ""
+        for _ in 0..<100 {
+            screen = try tmux(server, ["capture-pane", "-t", "sandbox", "-p"])
+            if screen.contains("30 100") { break }
+            usleep(50_000)
+        }
+        #expect(screen.contains("typed-42") && screen.contains("30 100"), "\(screen)")
+        try tmux(server, ["resize-window", "-t", "sandbox", "-x", "120", "-y", "40"])
+        usleep(200_000)
+        try tmux(server, ["send-keys", "-t", "sandbox", "stty size; exit 4", "Enter"])
+        var status = ""
+        for _ in 0..<100 {
+            status = (try? String(contentsOfFile: exitFile, encoding: .utf8)) ?? ""
+            if status.hasSuffix("\n") { break }
+            usleep(50_000)
+        }
+        #expect(status == "4\n")
+        #expect(try tmux(server, ["capture-pane", "-t", "sandbox", "-p"]).contains("40 120"))
+    }
+}
