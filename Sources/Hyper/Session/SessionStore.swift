@@ -108,7 +108,7 @@ public struct SessionStore: Sendable {
         try Self.validateName(name)
         try prepare()
         do {
-            try HostSystem.makeDirectory(folder(name), mode: 0o700)
+            try HostSystem.makeNewDirectory(folder(name), mode: 0o700)
         } catch {
             if error.errorNumber == EEXIST {
                 throw HyperError(.invalidArgument, "a sandbox named \(name) already exists (hyperctl rm \(name) removes it)")

@@ -253,6 +253,14 @@ extension HostSystem {
         }
     }
 
+    /// Makes a directory that must not exist yet (EEXIST otherwise): claiming a name, race-free.
+    public static func makeNewDirectory(_ path: String, mode: UInt32) throws(HostCallError) {
+        // SAFETY: mkdir reads the NUL-terminated path during the call.
+        guard unsafe mkdir(path, mode_t(mode)) == 0 else {
+            throw HostCallError(operation: "create directory", subject: path, errorNumber: errno)
+        }
+    }
+
     /// Makes a symbolic link at `path` pointing at `target`.
     public static func makeSymbolicLink(_ target: String, at path: String) throws(HostCallError) {
         // SAFETY: symlink reads two NUL-terminated strings during the call.
