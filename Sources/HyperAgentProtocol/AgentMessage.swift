@@ -6,7 +6,7 @@
 /// UTF-8 strings (as byte strings) and string lists (a `UInt32` count and the strings).
 public enum AgentProtocol {
     /// The protocol version the guest announces in `ready`; the host refuses any other.
-    public static let version: UInt32 = 2
+    public static let version: UInt32 = 3
     /// The largest frame body either side accepts.
     public static let maximumFrame = 1 << 20
     /// The largest data chunk a sender puts in one frame, leaving room for the header.
@@ -56,8 +56,10 @@ public struct AgentReady: Equatable, Sendable {
     }
 }
 
-/// A command to run in the guest.
+/// A command to run in the guest. Several may run at once, each under the id the host gave it.
 public struct AgentExec: Equatable, Sendable {
+    /// The host's name for this command; every message about it carries the id.
+    public var id: UInt32
     public var arguments: [String]
     /// `NAME=VALUE` entries; nothing else reaches the command.
     public var environment: [String]
@@ -72,8 +74,9 @@ public struct AgentExec: Equatable, Sendable {
     public var pidsLimit: UInt32
 
     /// Creates a request.
-    public init(arguments: [String], environment: [String], workingDirectory: String, interactive: Bool = false,
+    public init(id: UInt32 = 1, arguments: [String], environment: [String], workingDirectory: String, interactive: Bool = false,
                 tty: Bool = false, rows: UInt16 = 24, columns: UInt16 = 80, pidsLimit: UInt32 = 0) {
+        self.id = id
         self.pidsLimit = pidsLimit
         self.arguments = arguments
         self.environment = environment
@@ -127,14 +130,16 @@ public struct FileHeader: Equatable, Sendable {
 public enum AgentMessage: Equatable, Sendable {
     // Host to guest.
     case exec(AgentExec)
-    /// Bytes for the command's stdin; empty means end of input.
-    case stdin([UInt8])
-    case signal(Int32)
-    case resize(rows: UInt16, columns: UInt16)
+    /// Bytes for command `id`'s stdin; empty means end of input.
+    case stdin(UInt32, [UInt8])
+    case signal(UInt32, Int32)
+    case resize(UInt32, rows: UInt16, columns: UInt16)
     /// Power the guest off now.
     case shutdown
     /// Sandbox-wide setup, sent once before the workspace.
     case setup(AgentSandboxSetup)
+    /// Send back what changed in the workspace since it came in (or since the last time).
+    case returnWorkspace
 
     // Either way: a connection to the egress proxy, multiplexed on the channel. The guest opens it (a client
     // connected to the agent's listener); data flows both ways, each side acknowledging what it has written
@@ -145,7 +150,7 @@ public enum AgentMessage: Equatable, Sendable {
     case connectionAcknowledge(UInt32, UInt32)
     case connectionClose(UInt32)
 
-    // Either way: a workspace transfer (host to guest before `exec`, guest to host after `exited`).
+    // Either way: a workspace transfer (host to guest before the first `exec`, guest to host when asked).
     /// The start of a transfer of the tree at this absolute path.
     case filesBegin(root: String)
     case file(FileHeader)
@@ -157,10 +162,10 @@ public enum AgentMessage: Equatable, Sendable {
 
     // Guest to host.
     case ready(AgentReady)
-    case started(pid: Int32)
-    case stdout([UInt8])
-    case stderr([UInt8])
-    case exited(AgentExitStatus)
+    case started(UInt32, pid: Int32)
+    case stdout(UInt32, [UInt8])
+    case stderr(UInt32, [UInt8])
+    case exited(UInt32, AgentExitStatus)
     /// Something in the guest failed; the text says what.
     case failure(String)
 
@@ -172,6 +177,7 @@ public enum AgentMessage: Equatable, Sendable {
         case .resize: return 0x04
         case .shutdown: return 0x05
         case .setup: return 0x06
+        case .returnWorkspace: return 0x07
         case .connectionOpen: return 0x50
         case .connectionData: return 0x51
         case .connectionAcknowledge: return 0x52
@@ -196,6 +202,7 @@ public enum AgentMessage: Equatable, Sendable {
         payload.bytes.append(typeCode)
         switch self {
         case let .exec(request):
+            payload.integer(request.id)
             payload.strings(request.arguments)
             payload.strings(request.environment)
             payload.string(request.workingDirectory)
@@ -204,14 +211,19 @@ public enum AgentMessage: Equatable, Sendable {
             payload.integer(request.rows)
             payload.integer(request.columns)
             payload.integer(request.pidsLimit)
-        case let .stdin(data), let .fileData(data), let .stdout(data), let .stderr(data):
+        case let .fileData(data):
             payload.data(data)
-        case let .signal(number):
+        case let .stdin(id, data), let .stdout(id, data), let .stderr(id, data):
+            payload.integer(id)
+            payload.data(data)
+        case let .signal(id, number):
+            payload.integer(id)
             payload.integer(number)
-        case let .resize(rows, columns):
+        case let .resize(id, rows, columns):
+            payload.integer(id)
             payload.integer(rows)
             payload.integer(columns)
-        case .shutdown, .filesEnd:
+        case .shutdown, .filesEnd, .returnWorkspace:
             break
         case let .setup(setup):
             payload.integer(setup.proxyPort)
@@ -239,9 +251,11 @@ public enum AgentMessage: Equatable, Sendable {
             payload.string(report.kernelRelease)
             payload.integer(report.agentStartNanoseconds)
             payload.integer(report.readyNanoseconds)
-        case let .started(pid):
+        case let .started(id, pid):
+            payload.integer(id)
             payload.integer(pid)
-        case let .exited(status):
+        case let .exited(id, status):
+            payload.integer(id)
             switch status {
             case let .exited(code):
                 payload.integer(UInt8(0))
@@ -265,6 +279,7 @@ public enum AgentMessage: Equatable, Sendable {
         let message: AgentMessage
         switch type {
         case 0x01:
+            let id: UInt32 = try reader.integer()
             let arguments = try reader.strings()
             let environment = try reader.strings()
             let directory = try reader.string()
@@ -274,12 +289,13 @@ public enum AgentMessage: Equatable, Sendable {
             let columns: UInt16 = try reader.integer()
             let pids: UInt32 = try reader.integer()
             guard !arguments.isEmpty else { throw .malformed("exec without a program") }
-            message = .exec(AgentExec(arguments: arguments, environment: environment, workingDirectory: directory,
+            message = .exec(AgentExec(id: id, arguments: arguments, environment: environment, workingDirectory: directory,
                                       interactive: interactive != 0, tty: tty != 0, rows: rows, columns: columns, pidsLimit: pids))
-        case 0x02: message = .stdin(try reader.data())
-        case 0x03: message = .signal(try reader.integer())
-        case 0x04: message = .resize(rows: try reader.integer(), columns: try reader.integer())
+        case 0x02: message = .stdin(try reader.integer(), try reader.data())
+        case 0x03: message = .signal(try reader.integer(), try reader.integer())
+        case 0x04: message = .resize(try reader.integer(), rows: try reader.integer(), columns: try reader.integer())
         case 0x05: message = .shutdown
+        case 0x07: message = .returnWorkspace
         case 0x06:
             let port: UInt16 = try reader.integer()
             let names = try reader.strings()
@@ -310,15 +326,16 @@ public enum AgentMessage: Equatable, Sendable {
             let version: UInt32 = try reader.integer()
             let release = try reader.string()
             message = .ready(AgentReady(version: version, kernelRelease: release, agentStartNanoseconds: try reader.integer(), readyNanoseconds: try reader.integer()))
-        case 0x81: message = .started(pid: try reader.integer())
-        case 0x82: message = .stdout(try reader.data())
-        case 0x83: message = .stderr(try reader.data())
+        case 0x81: message = .started(try reader.integer(), pid: try reader.integer())
+        case 0x82: message = .stdout(try reader.integer(), try reader.data())
+        case 0x83: message = .stderr(try reader.integer(), try reader.data())
         case 0x84:
+            let id: UInt32 = try reader.integer()
             let kind: UInt8 = try reader.integer()
             let value: Int32 = try reader.integer()
             switch kind {
-            case 0: message = .exited(.exited(value))
-            case 1: message = .exited(.signaled(value))
+            case 0: message = .exited(id, .exited(value))
+            case 1: message = .exited(id, .signaled(value))
             default: throw .malformed("exit kind \(kind)")
             }
         case 0x85: message = .failure(try reader.string())

@@ -40,14 +40,7 @@ public struct KVMBackend: Backend {
             throw error.hyperError
         }
         try checkSupport(spec, options: options)
-        let kit: GuestKit
-        switch (options.kernelPath, options.initrdPath) {
-        case let (kernel?, initrd?): kit = GuestKit(kernelPath: kernel, initrdPath: initrd)
-        case (nil, nil): kit = try GuestKit.locate()
-        case let (kernel, initrd):
-            let base = try GuestKit.locate()
-            kit = GuestKit(kernelPath: kernel ?? base.kernelPath, initrdPath: initrd ?? base.initrdPath)
-        }
+        let kit = try kit(for: options)
         #if os(Linux)
         // An unaccelerated host is allowed here only when forced; its guests boot very slowly.
         let bootTimeout: Duration = host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
@@ -56,6 +49,37 @@ public struct KVMBackend: Backend {
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
         #endif
+    }
+
+    /// A microVM that stays up for many commands; its time limit is the sandbox's life.
+    public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
+        let host: ProbeResult
+        do {
+            host = try checkUsable(allowUnaccelerated: options.allowUnaccelerated)
+        } catch {
+            throw error.hyperError
+        }
+        var sessionSpec = spec
+        sessionSpec.interactive = false
+        sessionSpec.tty = false
+        try checkSupport(sessionSpec, options: options)
+        #if os(Linux)
+        let bootTimeout: Duration = host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
+        return try MicroVMSession(spec: sessionSpec, options: options, kit: try kit(for: options), hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        #else
+        throw KVMError.unavailable("KVM needs Linux").hyperError
+        #endif
+    }
+
+    /// The guest kit, with the options' kernel or initrd in place of its own.
+    func kit(for options: LaunchOptions) throws(HyperError) -> GuestKit {
+        switch (options.kernelPath, options.initrdPath) {
+        case let (kernel?, initrd?): return GuestKit(kernelPath: kernel, initrdPath: initrd)
+        case (nil, nil): return try GuestKit.locate()
+        case let (kernel, initrd):
+            let base = try GuestKit.locate()
+            return GuestKit(kernelPath: kernel ?? base.kernelPath, initrdPath: initrd ?? base.initrdPath)
+        }
     }
 
     /// Boots a raw VM. Unlike sandboxes, this also runs on unaccelerated KVM: small guests run fine there.

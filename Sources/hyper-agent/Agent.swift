@@ -2,11 +2,22 @@ import CHyperAgent
 import Glibc
 import HyperAgentProtocol
 
-/// The guest agent's service loop: one control channel, one command at a time.
+/// The guest agent's service loop: one control channel, any number of commands at once.
 ///
-/// It receives the workspace, runs the command with its streams relayed as messages, reports how it ended,
-/// and sends back what the command changed in the workspace.
+/// It receives the workspace, runs each command with its streams relayed as messages under the command's
+/// id, reports how each ended, and sends back what changed in the workspace when the host asks.
 final class Agent {
+    /// One running command and its streams.
+    private struct RunningCommand {
+        var pid: pid_t
+        var output: Int32
+        var errorOutput: Int32
+        var input: Int32
+        var pendingInput: [UInt8] = []
+        var inputClosed = false
+        var terminal: Bool
+    }
+
     private let channel: Int32
     private let childSignals: Int32
     private var decoder = FrameDecoder()
@@ -16,14 +27,8 @@ final class Agent {
     private var writer: FileTreeWriter?
     private var received: [String: FileHeader] = [:]
 
-    // The running command.
-    private var command: pid_t = 0
-    private var output: Int32 = -1
-    private var errorOutput: Int32 = -1
-    private var input: Int32 = -1
-    private var pendingInput: [UInt8] = []
-    private var inputClosed = false
-    private var terminal = false
+    /// The running commands by id.
+    private var commands: [UInt32: RunningCommand] = [:]
 
     /// The egress proxy's in-guest listener, once the host set it up.
     private var proxyRelay: GuestProxyRelay?
@@ -41,28 +46,40 @@ final class Agent {
     func serve() -> Never {
         while true {
             var watched: [(Int32, Int16)] = [(channel, Int16(POLLIN)), (childSignals, Int16(POLLIN))]
-            if output >= 0 { watched.append((output, Int16(POLLIN))) }
-            if errorOutput >= 0 { watched.append((errorOutput, Int16(POLLIN))) }
-            if input >= 0 && !pendingInput.isEmpty { watched.append((input, Int16(POLLOUT))) }
+            var owners: [Int32: (id: UInt32, stream: Int)] = [:]
+            for (id, command) in commands {
+                if command.output >= 0 {
+                    watched.append((command.output, Int16(POLLIN)))
+                    owners[command.output] = (id, 1)
+                }
+                if command.errorOutput >= 0 {
+                    watched.append((command.errorOutput, Int16(POLLIN)))
+                    owners[command.errorOutput] = (id, 2)
+                }
+                // A terminal is both output and input: its writability is watched on the same descriptor.
+                if command.input >= 0 && !command.pendingInput.isEmpty {
+                    watched.append((command.input, Int16(POLLOUT)))
+                    if owners[command.input] == nil { owners[command.input] = (id, 0) }
+                }
+            }
             if let proxyRelay { watched += proxyRelay.watched }
             let events = GuestSystem.poll(watched)
             for (entry, seen) in zip(watched, events) where seen != 0 {
-                switch entry.0 {
-                case channel:
+                if entry.0 == channel {
                     if let bytes = GuestSystem.read(channel, count: 64 * 1024), !bytes.isEmpty {
                         decoder.append(bytes)
                         handleMessages()
                     }
-                case childSignals:
+                } else if entry.0 == childSignals {
                     chyper_agent_drain(childSignals)
                     reapChildren()
-                case output where output >= 0:
-                    relay(from: &output, as: AgentMessage.stdout)
-                case errorOutput where errorOutput >= 0:
-                    relay(from: &errorOutput, as: AgentMessage.stderr)
-                case input where input >= 0:
-                    flushInput()
-                default:
+                } else if let owner = owners[entry.0], commands[owner.id] != nil {
+                    if entry.1 == Int16(POLLOUT) {
+                        flushInput(owner.id)
+                    } else {
+                        relay(owner.id, errorStream: owner.stream == 2)
+                    }
+                } else {
                     _ = proxyRelay?.handle(descriptor: entry.0, events: seen)
                 }
             }
@@ -101,13 +118,17 @@ final class Agent {
             writer = nil
         case let .exec(request):
             try start(request)
-        case let .stdin(bytes):
-            if bytes.isEmpty { inputClosed = true } else { pendingInput += bytes }
-            flushInput()
-        case let .signal(number):
-            if command > 0 { kill(-command, number) }
-        case let .resize(rows, columns):
-            if terminal && output >= 0 { _ = chyper_agent_set_window(output, rows, columns) }
+        case let .stdin(id, bytes):
+            guard var command = commands[id] else { return }  // It ended: what was still on the way is dropped.
+            if bytes.isEmpty { command.inputClosed = true } else { command.pendingInput += bytes }
+            commands[id] = command
+            flushInput(id)
+        case let .signal(id, number):
+            if let command = commands[id] { kill(-command.pid, number) }
+        case let .resize(id, rows, columns):
+            if let command = commands[id], command.terminal, command.output >= 0 { _ = chyper_agent_set_window(command.output, rows, columns) }
+        case .returnWorkspace:
+            sendChanges()
         case .shutdown:
             chyper_agent_power_off()
         case let .setup(setup):
@@ -133,100 +154,105 @@ final class Agent {
     }
 
     private func start(_ request: AgentExec) throws {
-        guard command == 0 else { throw AgentError.protocolViolation("exec while a command runs") }
+        guard commands[request.id] == nil else { throw AgentError.protocolViolation("exec of command \(request.id), which runs already") }
         var streams: [Int32] = []
         var terminalPath: String?
-        terminal = request.tty
+        var command = RunningCommand(pid: 0, output: -1, errorOutput: -1, input: -1, terminal: request.tty)
         if request.tty {
             guard let terminal = GuestSystem.openTerminal(rows: request.rows, columns: request.columns) else {
                 throw AgentError.system("open a terminal", errno)
             }
             terminalPath = terminal.path
-            output = terminal.controller
-            input = request.interactive ? terminal.controller : -1
+            command.output = terminal.controller
+            command.input = request.interactive ? terminal.controller : -1
             streams = [-1, -1, -1]
         } else {
             guard let stdoutPipe = GuestSystem.pipe(), let stderrPipe = GuestSystem.pipe() else { throw AgentError.system("pipe", errno) }
             var commandInput: Int32
             if request.interactive {
                 guard let stdinPipe = GuestSystem.pipe() else { throw AgentError.system("pipe", errno) }
-                input = stdinPipe.write
+                command.input = stdinPipe.write
                 commandInput = stdinPipe.read
             } else {
                 commandInput = GuestSystem.open("/dev/null", O_RDONLY | O_CLOEXEC)
             }
-            output = stdoutPipe.read
-            errorOutput = stderrPipe.read
+            command.output = stdoutPipe.read
+            command.errorOutput = stderrPipe.read
             streams = [commandInput, stdoutPipe.write, stderrPipe.write]
         }
-        for fd in [output, errorOutput, input] where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
-        pendingInput = []
-        inputClosed = false
+        for fd in Set([command.output, command.errorOutput, command.input]) where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
         let cgroup = GuestSetup.commandCgroup(pidsLimit: request.pidsLimit)
         let pid = GuestSystem.spawn(arguments: request.arguments, environment: request.environment, directory: request.workingDirectory,
                                     streams: streams, terminal: terminalPath, cgroupProcs: cgroup)
         for fd in streams where fd >= 0 { close(fd) }
-        guard pid > 0 else { throw AgentError.system("start \(request.arguments[0])", errno) }
-        command = pid
-        send(.started(pid: pid))
+        guard pid > 0 else {
+            for fd in Set([command.output, command.errorOutput, command.input]) where fd >= 0 { close(fd) }
+            throw AgentError.system("start \(request.arguments[0])", errno)
+        }
+        command.pid = pid
+        commands[request.id] = command
+        send(.started(request.id, pid: pid))
     }
 
-    private func flushInput() {
-        guard input >= 0 else { return }
-        while !pendingInput.isEmpty {
-            let wrote = GuestSystem.write(input, pendingInput)
+    private func flushInput(_ id: UInt32) {
+        guard var command = commands[id], command.input >= 0 else { return }
+        defer { commands[id] = command }
+        while !command.pendingInput.isEmpty {
+            let wrote = GuestSystem.write(command.input, command.pendingInput)
             if wrote < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN { return }
-                pendingInput = []  // The command closed its stdin.
+                command.pendingInput = []  // The command closed its stdin.
                 break
             }
-            pendingInput.removeFirst(wrote)
+            command.pendingInput.removeFirst(wrote)
         }
-        if inputClosed && !terminal {
-            close(input)
-            input = -1
-        } else if inputClosed && terminal {
-            pendingInput = [4]  // ^D ends input on a terminal in canonical mode.
-            inputClosed = false
+        if command.inputClosed && !command.terminal {
+            close(command.input)
+            command.input = -1
+        } else if command.inputClosed && command.terminal {
+            command.pendingInput = [4]  // ^D ends input on a terminal in canonical mode.
+            command.inputClosed = false
         }
     }
 
-    /// Relays what a stream has; closes it at end of file.
-    private func relay(from fd: inout Int32, as message: ([UInt8]) -> AgentMessage) {
+    /// Relays what one of a command's streams has; closes it at end of file.
+    private func relay(_ id: UInt32, errorStream: Bool) {
+        guard var command = commands[id] else { return }
+        var fd = errorStream ? command.errorOutput : command.output
         while fd >= 0 {
             let bytes = GuestSystem.read(fd, count: AgentProtocol.chunkSize)
             if let bytes, !bytes.isEmpty {
-                send(message(bytes))
+                send(errorStream ? .stderr(id, bytes) : .stdout(id, bytes))
                 continue
             }
             if bytes == nil && errno == EINTR { continue }
-            if bytes == nil && errno == EAGAIN { return }
-            if fd == input { input = -1 }
+            if bytes == nil && errno == EAGAIN { break }
+            if fd == command.input { command.input = -1 }
             close(fd)
             fd = -1
         }
+        if errorStream { command.errorOutput = fd } else { command.output = fd }
+        commands[id] = command
     }
 
     private func reapChildren() {
-        // As PID 1 the agent reaps every orphan too; only the command's end is reported.
+        // As PID 1 the agent reaps every orphan too; only the commands' ends are reported.
         while let child = GuestSystem.reapChild() {
-            if child.pid == command { finishCommand(status: child.status) }
+            if let id = commands.first(where: { $0.value.pid == child.pid })?.key { finishCommand(id, status: child.status) }
         }
     }
 
-    private func finishCommand(status: Int32) {
+    private func finishCommand(_ id: UInt32, status: Int32) {
         // What the command wrote before it ended still goes out, first.
-        relay(from: &output, as: AgentMessage.stdout)
-        relay(from: &errorOutput, as: AgentMessage.stderr)
-        for fd in Set([output, errorOutput, input]) where fd >= 0 { close(fd) }  // A terminal is both output and input.
-        output = -1
-        errorOutput = -1
-        input = -1
-        command = 0
+        relay(id, errorStream: false)
+        relay(id, errorStream: true)
+        if let command = commands[id] {
+            for fd in Set([command.output, command.errorOutput, command.input]) where fd >= 0 { close(fd) }  // A terminal is both.
+        }
+        commands[id] = nil
         let signal = status & 0x7F
-        send(.exited(signal == 0 ? .exited((status >> 8) & 0xFF) : .signaled(signal)))
-        sendChanges()
+        send(.exited(id, signal == 0 ? .exited((status >> 8) & 0xFF) : .signaled(signal)))
     }
 
     /// Sends every object of the workspace that is new or changed since the host's copy, and every path

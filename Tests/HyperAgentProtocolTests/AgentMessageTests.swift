@@ -4,16 +4,16 @@ import Testing
 @Suite("Agent protocol frames")
 struct AgentMessageTests {
     static let samples: [AgentMessage] = [
-        .exec(AgentExec(arguments: ["sh", "-c", "echo ünïcode"], environment: ["PATH=/bin", "A="], workingDirectory: "/work",
+        .exec(AgentExec(id: 3, arguments: ["sh", "-c", "echo ünïcode"], environment: ["PATH=/bin", "A="], workingDirectory: "/work",
                         interactive: true, tty: true, rows: 50, columns: 132, pidsLimit: 64)),
-        .stdin(Array("input".utf8)), .stdin([]), .signal(15), .resize(rows: 40, columns: 100), .shutdown,
+        .stdin(3, Array("input".utf8)), .stdin(3, []), .signal(3, 15), .resize(3, rows: 40, columns: 100), .shutdown, .returnWorkspace,
         .filesBegin(root: "/work/space"),
         .file(FileHeader(path: "dir/file.txt", kind: .regular, mode: 0o755, modificationNanoseconds: 1_700_000_000_123_456_789, size: 3)),
         .file(FileHeader(path: "link", kind: .symbolicLink, mode: 0o777, modificationNanoseconds: -5, linkTarget: "../elsewhere")),
         .fileData([0, 1, 2]), .removed("gone/file"), .filesEnd,
         .ready(AgentReady(kernelRelease: "6.1.0", agentStartNanoseconds: 1, readyNanoseconds: 2)),
-        .started(pid: 42), .stdout(Array(repeating: 0xFF, count: 70_000)), .stderr([10]),
-        .exited(.exited(127)), .exited(.signaled(9)), .failure("it broke"),
+        .started(3, pid: 42), .stdout(3, Array(repeating: 0xFF, count: 70_000)), .stderr(UInt32.max, [10]),
+        .exited(3, .exited(127)), .exited(4, .signaled(9)), .failure("it broke"),
         .setup(AgentSandboxSetup(proxyPort: 3128, secretFiles: [("TOKEN", "placeholder"), ("KEY", "")])), .setup(AgentSandboxSetup()),
         .connectionOpen(7), .connectionData(7, Array("GET".utf8)), .connectionAcknowledge(7, 3), .connectionClose(UInt32.max),
     ]
@@ -40,10 +40,10 @@ struct AgentMessageTests {
         ([0x00, 0x00, 0x20, 0x00] as [UInt8], "over"),                  // 2 MiB frame
         ([0x00, 0x00, 0x00, 0x00], "over"),                             // empty frame
         ([0x01, 0x00, 0x00, 0x00, 0x7F], "unknown message type 0x7f"),
-        ([0x06, 0x00, 0x00, 0x00, 0x03, 1, 0, 0, 0, 9], "trailing"),    // signal with an extra byte
+        ([0x0A, 0x00, 0x00, 0x00, 0x03, 1, 0, 0, 0, 1, 0, 0, 0, 9], "trailing"),    // signal with an extra byte
         ([0x05, 0x00, 0x00, 0x00, 0x85, 9, 0, 0, 0], "9-byte field"),   // failure text longer than the frame
         ([0x09, 0x00, 0x00, 0x00, 0x85, 4, 0, 0, 0, 0xFF, 0xFE, 0x41, 0x41], "not UTF-8"),
-        ([0x09, 0x00, 0x00, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
+        ([0x0D, 0x00, 0x00, 0x00, 0x01, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
         ([0x06, 0x00, 0x00, 0x00, 0x85, 1, 0, 0, 0, 0], "NUL"),
         ([0x17, 0x00, 0x00, 0x00, 0x06, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0x61, 0x2F, 0x62, 1, 0, 0, 0, 1, 0, 0, 0, 0x78], "secret file name"),
     ])

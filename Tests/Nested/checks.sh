@@ -122,6 +122,35 @@ check "a file secret: readable, read-only" [ "$3" = file-secret-value -a "$7" = 
 [ "$code" = 0 ] || { echo "INFO   $out"; sed 's/^/INFO   /' /tmp/err; }
 kill "$echo_server" 2>/dev/null
 
+# Sessions on kvm: one VM for many commands, several at once.
+name="$(hyperctl create --backend kvm -w /ws --name vm1 2>/tmp/err)"; code=$?
+check "create boots a kvm sandbox and returns when it is ready" [ "$code" = 0 -a "$name" = vm1 ]
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+hyperctl exec vm1 -- sh -c 'touch /tmp/a; for i in $(seq 1 300); do [ -e /tmp/b ] && echo a-saw-b && exit 0; sleep 0.1; done; exit 9' > /tmp/exec-a 2>&1 &
+first=$!
+hyperctl exec vm1 -- sh -c 'touch /tmp/b; for i in $(seq 1 300); do [ -e /tmp/a ] && echo b-saw-a && exit 0; sleep 0.1; done; exit 9' > /tmp/exec-b 2>&1 &
+second=$!
+wait "$first"; code_a=$?
+wait "$second"; code_b=$?
+check "two concurrent execs run at once in one VM" [ "$code_a" = 0 -a "$code_b" = 0 ] && grep -q a-saw-b /tmp/exec-a && grep -q b-saw-a /tmp/exec-b
+[ "$code_a" = 0 -a "$code_b" = 0 ] || sed 's/^/INFO   /' /tmp/exec-a /tmp/exec-b
+out="$(hyperctl exec vm1 -- sh -c 'cat /proc/sys/kernel/random/boot_id; exit 3')"; code=$?
+again="$(hyperctl exec vm1 -- cat /proc/sys/kernel/random/boot_id)"
+check "execs share one guest and keep their exit codes" [ "$code" = 3 -a -n "$out" -a "$out" = "$again" ]
+out="$(echo piped | hyperctl exec -i vm1 -- cat)"
+check "exec -i forwards stdin" [ "$out" = piped ]
+hyperctl exec vm1 -- no-such-command 2>/dev/null; code=$?
+check "exec of a missing program is 127" [ "$code" = 127 ]
+hyperctl exec vm1 -- sh -c 'echo from-session > session.txt'
+hyperctl ps > /tmp/ps.txt
+check "ps lists the running kvm sandbox" grep -q "^vm1 *kvm *running" /tmp/ps.txt
+sed 's/^/INFO   ps: /' /tmp/ps.txt
+hyperctl stop vm1 > /dev/null; code=$?
+check "stop ends it and copies the workspace back" [ "$code" = 0 -a "$(cat /ws/session.txt 2>/dev/null)" = from-session ] \
+    && hyperctl ps | grep -q "^vm1 *kvm *stopped"
+hyperctl rm vm1 > /dev/null; code=$?
+check "rm removes it" [ "$code" = 0 ] && ! hyperctl ps | grep -q vm1
+
 rm -f /tmp/sigout
 hyperctl run --backend kvm -w /ws -- sh -c 'echo before > sig.txt; echo started; sleep 1000' > /tmp/sigout 2>&1 &
 pid=$!

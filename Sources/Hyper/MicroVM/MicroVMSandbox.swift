@@ -46,14 +46,30 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private let outcome = Mutex<Result<SandboxExit, HyperError>?>(nil)
     private let session = Mutex<HostThread?>(nil)
     private let secrets: SandboxSecrets
+    /// Whether this is a session sandbox (commands come through `execute`) rather than a one-shot run.
+    private let isSession: Bool
+    /// Signalled when a session can take commands, and when the session thread has ended.
+    private let ready: HostEvent
+    private let ended: HostEvent
+    private let requests = Locked<[Request]>([])
+    /// Commands sent to the guest that have not ended, to fail them if the sandbox ends first.
+    private let liveCommands = Locked<[UInt32: GuestCommand]>([:])
+    private let nextCommand = Locked<UInt32>(2)
+    /// The id of a one-shot sandbox's command.
+    static let oneShotCommand: UInt32 = 1
     /// For a network allowlist: the egress proxy, and the bridge that carries the guest's connections to it.
     private let egress: (proxy: EgressProxy, bridge: GuestEgressBridge, log: Int32)?
 
     /// Builds and starts the microVM for `spec` on `hypervisor`.
-    /// - Parameter signals: signals to relay to the command (hyperctl's own), when given.
+    /// - Parameters:
+    ///   - signals: signals to relay to the command (hyperctl's own), when given.
+    ///   - isSession: a session sandbox: no command of its own; commands come through `execute` until `requestStop`.
     public init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
-                bootTimeout: Duration = defaultBootTimeout) throws(HyperError) {
+                bootTimeout: Duration = defaultBootTimeout, isSession: Bool = false) throws(HyperError) {
         launchTime = HostSystem.monotonicNanoseconds()
+        self.isSession = isSession
+        ready = try HostEvent()
+        ended = try HostEvent()
         self.signals = signals
         self.spec = spec
         self.bootTimeout = bootTimeout
@@ -126,11 +142,16 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 }
                 vm.stop()
                 stopEgress()
+                let reason: HyperError
+                if case let .failure(error) = result { reason = error } else { reason = HyperError(.phaseFailed, "the sandbox ended") }
+                for command in liveCommands.withLock({ held in defer { held = [:] }; return Array(held.values) }) { command.finish(.failure(reason)) }
                 outcome.withLock { $0 = result }
+                ended.signal()
             }
         } catch {
             vm.stop()
             stopEgress()
+            ended.signal()
             throw error
         }
         session.withLock { $0 = thread }
@@ -149,6 +170,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     public var reportDetails: [(String, JSONValue)] { details.withLock { $0 } }
 
     public func wait() throws(HyperError) -> SandboxExit {
+        while HostSystem.waitReadable([ended.descriptor], milliseconds: -1) != [true] {}
         let thread = session.withLock { held in
             defer { held = nil }
             return held
@@ -160,18 +182,56 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         return try result.get()
     }
 
+    /// One-shot: relays the signal to the command once it runs; before that the sandbox ends.
     public func signal(_ number: Int32) throws(HyperError) {
         guard agentReady.load(ordering: .sequentiallyConsistent) else {
             try kill()
             return
         }
-        send(.signal(number))
+        deliver(.signal(Self.oneShotCommand, number))
     }
 
     public func kill() throws(HyperError) {
         killRequested.store(true, ordering: .sequentiallyConsistent)
         wake.signal()
     }
+
+    /// What other threads ask of the session thread, in order.
+    enum Request: Sendable {
+        case exec(GuestCommand)
+        case signal(UInt32, Int32)
+        case resize(UInt32, rows: UInt16, columns: UInt16)
+        case stop(Duration)
+    }
+
+    func deliver(_ request: Request) {
+        requests.withLock { $0.append(request) }
+        wake.signal()
+    }
+
+    /// Session mode: waits until the guest has the workspace and can run commands.
+    public func waitUntilReady() throws(HyperError) {
+        while HostSystem.waitReadable([ready.descriptor, ended.descriptor], milliseconds: -1).allSatisfy({ !$0 }) {}
+        if HostSystem.waitReadable([ready.descriptor], milliseconds: 0) == [true] { return }
+        _ = try wait()
+        throw HyperError(.phaseFailed, "the sandbox ended before it was ready")
+    }
+
+    /// Session mode: starts a command in the guest; the handle waits for it, signals or kills it.
+    public func execute(_ command: SessionCommand, streams: StandardStreams) throws(HyperError) -> any SandboxHandle {
+        let id = nextCommand.withLock { next in
+            defer { next += 1 }
+            return next
+        }
+        let size = command.tty ? HostSystem.windowSize(streams.input) : nil
+        let guestCommand = try GuestCommand(id: id, streams: streams, request: execRequest(id: id, spec: command.applied(to: spec), size: size),
+                                            deliver: { [weak self] request in self?.deliver(request) })
+        deliver(.exec(guestCommand))
+        return guestCommand
+    }
+
+    /// Session mode: SIGTERM to every command, SIGKILL after `grace`, the workspace back, then power off.
+    public func requestStop(grace: Duration) { deliver(.stop(grace)) }
 
     private func record(_ phase: SandboxPhase, at time: UInt64 = HostSystem.monotonicNanoseconds()) {
         let elapsed = time > launchTime ? time - launchTime : 0
@@ -185,35 +245,53 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     }
 
     /// Where the session is.
-    private enum Stage {
-        case booting, sendingWorkspace, starting, running, receivingWorkspace, finished
+    private enum Stage: Comparable {
+        case booting, sendingWorkspace, serving, returningWorkspace, finished
     }
 
-    /// The host side of the guest session; returns how the command ended.
+    /// A command the session thread runs, and its host-side stream state.
+    private struct Running {
+        var command: GuestCommand
+        var inputOpen: Bool
+        var started = false
+    }
+
+    /// The host side of the guest session. One-shot: returns how the command ended. Session: returns
+    /// `exited(0)` once stopped.
     private func runSession() throws(HyperError) -> SandboxExit {
         var decoder = FrameDecoder()
         var stage = Stage.booting
         var sender: WorkspaceSender?
         var writer: FileTreeWriter?
+        var running: [UInt32: Running] = [:]
+        /// One-shot: how the command ended. Session: that it was stopped.
         var status: SandboxExit?
-        var inputOpen = spec.interactive
+        var stopping = false
+        var timedOut = false
+        var stopDeadline: UInt64?
         let limit = spec.limits.timeout
         let bootDeadline = launchTime + UInt64(max(0, (limit ?? bootTimeout).nanoseconds))
         let deadline = limit.map { launchTime + UInt64(max(0, $0.nanoseconds)) }
         var collectDeadline: UInt64?
         var idleDeadline: UInt64?
 
+        func beginStop(_ signal: Int32) {
+            stopping = true
+            for id in running.keys { send(.signal(id, signal)) }
+        }
+
         while true {
             let now = HostSystem.monotonicNanoseconds()
             if killRequested.load(ordering: .sequentiallyConsistent) { return .signaled(9) }
-            // Deadlines: the boot, the command's time limit, and the grace for copying back after it.
-            if stage == .booting || stage == .sendingWorkspace || stage == .starting, now >= bootDeadline, limit == nil {
+            // Deadlines: the boot, the time limit, and the grace for copying back after it.
+            if stage < .serving, now >= bootDeadline, limit == nil {
                 throw HyperError(.phaseFailed, "the guest agent was not ready after \(Units.formatDuration(bootTimeout))\(consoleTail())")
             }
-            if let deadline, now >= deadline, status != .timedOut {
+            if let deadline, now >= deadline, !timedOut {
+                timedOut = true
                 status = .timedOut
-                guard stage == .running || stage == .receivingWorkspace, !spec.workspace.isEmpty else { return .timedOut }
-                send(.signal(9))
+                guard stage == .serving || stage == .returningWorkspace, !spec.workspace.isEmpty else { return .timedOut }
+                beginStop(9)
                 collectDeadline = now + Self.collectGrace
             }
             if let collectDeadline, now >= collectDeadline { return .timedOut }
@@ -225,24 +303,48 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             }
             if let violation = egress?.bridge.protocolViolation { throw protocolError(violation) }
 
-            let until = [deadline, collectDeadline, idleDeadline, limit == nil ? bootDeadline : nil].compactMap { $0 }.min()
+            // Requests from other threads: commands, their signals, a stop.
+            for request in requests.withLock({ list in defer { list = [] }; return list }) {
+                switch request {
+                case let .exec(command):
+                    guard stage == .serving, !stopping else {
+                        command.finish(.failure(HyperError(.phaseFailed, "the sandbox is \(stopping ? "stopping" : "not ready")")))
+                        continue
+                    }
+                    running[command.id] = Running(command: command, inputOpen: command.request.interactive)
+                    liveCommands.withLock { $0[command.id] = command }
+                    send(.exec(command.request))
+                case let .signal(id, number):
+                    if running[id] != nil { send(.signal(id, number)) }
+                case let .resize(id, rows, columns):
+                    if running[id] != nil { send(.resize(id, rows: rows, columns: columns)) }
+                case let .stop(grace):
+                    guard !stopping else { continue }
+                    status = status ?? .exited(0)
+                    beginStop(15)
+                    stopDeadline = now + UInt64(max(0, grace.nanoseconds))
+                }
+            }
+            if let due = stopDeadline, now >= due {
+                for id in running.keys { send(.signal(id, 9)) }
+                stopDeadline = nil
+            }
+
+            let until = [deadline, collectDeadline, idleDeadline, stopDeadline, limit == nil && stage < .serving ? bootDeadline : nil].compactMap { $0 }.min()
             let milliseconds = until.map { Int32(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
-            // Stdin is read only while the guest keeps up with it.
-            let watchInput = inputOpen && stage == .running && consoleBacklog() < Self.inputWindow
+            // Each command's stdin is read only while the guest keeps up with it.
+            let acceptsInput = consoleBacklog() < Self.inputWindow
+            let inputs = running.values.filter { $0.inputOpen && $0.started && acceptsInput }.map { ($0.command.id, $0.command.streams.input) }
             var watched = [wake.descriptor]
             if let signals { watched.append(signals.descriptor) }
-            if watchInput { watched.append(streams.input) }
+            watched += inputs.map(\.1)
             let ready = HostSystem.waitReadable(watched, milliseconds: milliseconds)
             wake.clear()
 
-            // Signals to hyperctl go to the command; before it runs, the ending ones end the sandbox.
+            // One-shot: signals to hyperctl go to the command; before it runs, the ending ones end the sandbox.
             for number in signals?.take() ?? [] {
-                if stage == .running {
-                    if number == Self.windowChange {
-                        if spec.tty, let size = HostSystem.windowSize(streams.input) { send(.resize(rows: size.rows, columns: size.columns)) }
-                    } else {
-                        send(.signal(number))
-                    }
+                if let command = running[Self.oneShotCommand], command.started {
+                    try? command.command.signal(number)
                 } else if Self.endingSignals.contains(number) {
                     return .signaled(number)
                 }
@@ -286,34 +388,43 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                                                       secretFiles: secrets.entries.map { ($0.name, $0.visibleValue) })))
                     }
                     if spec.workspace.isEmpty {
-                        stage = .starting
-                        send(.exec(execRequest()))
+                        stage = .serving
+                        try beginServing()
                     } else {
                         stage = .sendingWorkspace
                         sender = try WorkspaceSender(root: spec.workspace)
                     }
-                case let .started(pid):
-                    guard stage == .starting else { throw protocolError("started before exec") }
-                    record(.commandStarted)
-                    details.withLock { $0.append(("guestPid", .integer(pid))) }
-                    stage = .running
-                case let .stdout(bytes):
-                    try? HostSystem.writeAll(streams.output, bytes)
-                case let .stderr(bytes):
-                    try? HostSystem.writeAll(streams.error, bytes)
-                case let .exited(exit):
-                    guard stage == .running else { throw protocolError("exited before the command started") }
-                    record(.exited)
-                    if status == nil {
-                        switch exit {
-                        case let .exited(code): status = .exited(code)
-                        case let .signaled(number): status = .signaled(number)
-                        }
+                case let .started(id, pid):
+                    guard var entry = running[id], !entry.started else { throw protocolError("started for command \(id), which was not asked for") }
+                    entry.started = true
+                    running[id] = entry
+                    entry.command.record(.commandStarted)
+                    if id == Self.oneShotCommand, !isSession {
+                        record(.commandStarted)
+                        details.withLock { $0.append(("guestPid", .integer(pid))) }
                     }
-                    stage = spec.workspace.isEmpty ? .finished : .receivingWorkspace
-                    if limit == nil { idleDeadline = HostSystem.monotonicNanoseconds() + Self.collectIdleLimit }
+                case let .stdout(id, bytes):
+                    guard let entry = running[id] else { throw protocolError("output of command \(id), which does not run") }
+                    try? HostSystem.writeAll(entry.command.streams.output, bytes)
+                case let .stderr(id, bytes):
+                    guard let entry = running[id] else { throw protocolError("output of command \(id), which does not run") }
+                    try? HostSystem.writeAll(entry.command.streams.error, bytes)
+                case let .exited(id, exit):
+                    guard let entry = running.removeValue(forKey: id), entry.started else { throw protocolError("exited for command \(id), which did not start") }
+                    liveCommands.withLock { $0[id] = nil }
+                    var ending: SandboxExit
+                    switch exit {
+                    case let .exited(code): ending = .exited(code)
+                    case let .signaled(number): ending = .signaled(number)
+                    }
+                    if timedOut { ending = .timedOut }
+                    entry.command.finish(.success(ending))
+                    if id == Self.oneShotCommand, !isSession {
+                        record(.exited)
+                        status = status ?? ending
+                    }
                 case let .filesBegin(root):
-                    guard stage == .receivingWorkspace, writer == nil, root == spec.workspace else { throw protocolError("an unexpected workspace transfer of \(root)") }
+                    guard stage == .returningWorkspace, writer == nil, root == spec.workspace else { throw protocolError("an unexpected workspace transfer of \(root)") }
                     writer = try makeWriter()
                 case let .file(header):
                     guard let writer else { throw protocolError("a file outside a transfer") }
@@ -337,8 +448,20 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 case .connectionOpen, .connectionData, .connectionAcknowledge, .connectionClose:
                     guard let egress else { throw protocolError("a proxy connection in a sandbox without network") }
                     egress.bridge.deliver(message)
-                case .exec, .stdin, .signal, .resize, .shutdown, .setup:
+                case .exec, .stdin, .signal, .resize, .shutdown, .setup, .returnWorkspace:
                     throw protocolError("a host message from the guest")
+                }
+            }
+
+            // The end: one-shot once its command ended, a session once stopped and its commands ended; the
+            // workspace comes back first.
+            if stage == .serving, running.isEmpty, status != nil, !isSession || stopping {
+                if spec.workspace.isEmpty {
+                    stage = .finished
+                } else {
+                    stage = .returningWorkspace
+                    send(.returnWorkspace)
+                    if limit == nil { idleDeadline = HostSystem.monotonicNanoseconds() + Self.collectIdleLimit }
                 }
             }
             if stage == .finished, let status {
@@ -346,11 +469,11 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 return status
             }
 
-            // Host input for the command.
-            if watchInput, ready.last == true {
-                let bytes = (try? HostSystem.readSome(streams.input)) ?? []
-                send(.stdin(bytes))
-                if bytes.isEmpty { inputOpen = false }
+            // Host input for the commands that take it.
+            for (index, input) in inputs.enumerated() where ready[watched.count - inputs.count + index] {
+                let bytes = (try? HostSystem.readSome(input.1)) ?? []
+                send(.stdin(input.0, bytes))
+                if bytes.isEmpty { running[input.0]?.inputOpen = false }
             }
 
             // The workspace, as fast as the guest takes it.
@@ -361,8 +484,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 sender = pending
                 if pending.isFinished {
                     sender = nil
-                    stage = .starting
-                    send(.exec(execRequest()))
+                    stage = .serving
+                    try beginServing()
                 }
             }
 
@@ -375,6 +498,18 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 throw HyperError(.phaseFailed, "the guest stopped before the command finished: \(how)\(consoleTail())")
             }
         }
+    }
+
+    /// The guest can run commands: a one-shot sandbox starts its command, a session says it is ready.
+    private func beginServing() throws(HyperError) {
+        if isSession {
+            ready.signal()
+            return
+        }
+        let size = spec.tty ? HostSystem.windowSize(streams.input) : nil
+        let command = try GuestCommand(id: Self.oneShotCommand, streams: streams, request: execRequest(id: Self.oneShotCommand, spec: spec, size: size),
+                                       deliver: { [weak self] request in self?.deliver(request) })
+        deliver(.exec(command))
     }
 
     private func consoleBacklog() -> Int {
@@ -404,10 +539,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
     }
 
-    private func execRequest() -> AgentExec {
-        let size = spec.tty ? HostSystem.windowSize(streams.input) : nil
+    /// The agent's request for `spec`'s command under `id`, with the proxy's and the secrets' environment.
+    private func execRequest(id: UInt32, spec: SandboxSpec, size: (rows: UInt16, columns: UInt16)?) -> AgentExec {
         let proxyEnvironment = egress == nil ? [] : EgressProxy.clientEnvironment(url: EgressProxy.sandboxURL)
-        return AgentExec(arguments: spec.command, environment: spec.commandEnvironment(adding: proxyEnvironment + secrets.placeholderEnvironment),
+        return AgentExec(id: id, arguments: spec.command, environment: spec.commandEnvironment(adding: proxyEnvironment + secrets.placeholderEnvironment),
                          workingDirectory: spec.workingDirectory ?? (spec.workspace.isEmpty ? "/" : spec.workspace),
                          interactive: spec.interactive, tty: spec.tty, rows: size?.rows ?? 24, columns: size?.columns ?? 80,
                          pidsLimit: UInt32(clamping: spec.limits.pids ?? 0))

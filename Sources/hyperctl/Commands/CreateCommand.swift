@@ -7,13 +7,15 @@ enum CreateCommand: CLICommand {
     static let usage = "create [OPTIONS] [--name NAME]"
     static let options: [OptionSpec] = [
         OptionSpec(["--name"], value: "NAME", help: "The sandbox's name (default: a new sandbox-XXXXXXXX, printed)"),
-        OptionSpec(["--backend"], value: "NAME", help: "process, or auto (default: auto)"),
+        OptionSpec(["--backend"], value: "NAME", help: "kvm, process, or auto (default: auto)"),
+        OptionSpec(["--allow-unaccelerated"], help: "Let kvm run on a host without hardware virtualization (very slow)"),
     ] + SpecFlags.options.filter { !["--interactive", "--tty"].contains($0.key) } + [
         OptionSpec(["--verbose", "-v"], help: "Say which backend was picked and why"),
     ]
     static let discussion = """
     The spec flags are run's, and fix the sandbox's files, network, secrets and limits for every command
-    run in it; --timeout limits the sandbox's whole life. Commands come later, with
+    run in it; --timeout limits the sandbox's whole life. On kvm the workspace is copied into the guest
+    here and back when the sandbox stops. Commands come later, with
     hyperctl exec NAME -- CMD. The sandbox keeps running after this command returns, owned by a
     supervisor process, until hyperctl stop or rm. It prints the name.
     """
@@ -31,7 +33,8 @@ enum CreateCommand: CLICommand {
         let client = SessionCLI.client()
         try client.store.reserve(name)
         do throws(HyperError) {
-            try startSupervisor(name: name, backend: selection.backend.name, spec: spec, store: client.store)
+            try startSupervisor(name: name, backend: selection.backend.name, spec: spec, store: client.store,
+                                allowUnaccelerated: arguments.has("--allow-unaccelerated"))
         } catch {
             client.store.remove(name)
             throw error
@@ -41,7 +44,7 @@ enum CreateCommand: CLICommand {
     }
 
     /// Starts `hyperctl supervise` detached, hands it the spec on its stdin, and waits for it to say ready.
-    static func startSupervisor(name: String, backend: String, spec: SandboxSpec, store: SessionStore) throws(HyperError) {
+    static func startSupervisor(name: String, backend: String, spec: SandboxSpec, store: SessionStore, allowUnaccelerated: Bool) throws(HyperError) {
         guard let program = HostSystem.executablePath() else { throw HyperError(.hostFailure, "cannot find hyperctl's own executable") }
         let log: Int32
         let specPipe: (read: Int32, write: Int32)
@@ -55,7 +58,8 @@ enum CreateCommand: CLICommand {
         }
         defer { HostSystem.closeDescriptor(readyPipe.read) }
         do {
-            _ = try HostSystem.spawnDetached([program, SessionCLI.superviseCommand, "--name", name, "--backend", backend],
+            let flags = allowUnaccelerated ? ["--allow-unaccelerated"] : []
+            _ = try HostSystem.spawnDetached([program, SessionCLI.superviseCommand, "--name", name, "--backend", backend] + flags,
                                              descriptors: [specPipe.read, log, log, readyPipe.write])
         } catch {
             [log, specPipe.read, specPipe.write, readyPipe.write].forEach(HostSystem.closeDescriptor)
