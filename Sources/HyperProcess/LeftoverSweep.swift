@@ -49,8 +49,9 @@ enum LeftoverSweep {
             }
         }
         for _ in 0..<200 {
-            if rmdir(path) == 0 || errno == ENOENT { return true }
-            guard errno == EBUSY else { return false }
+            let failure = HostSystem.removeDirectory(path)
+            if failure == nil || failure == ENOENT { return true }
+            guard failure == EBUSY else { return false }
             HostSystem.sleep(milliseconds: 10)
         }
         return false

@@ -40,29 +40,8 @@ public struct ProcessBackend: Backend {
     public func probe() -> ProbeResult { ProcessProbe.evaluate(gatherFacts()) }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
-        let facts = gatherFacts()  // Once per launch: the probe, the capabilities and the plan share it.
-        let result = ProcessProbe.evaluate(facts)
-        guard result.isAvailable else { throw ProcessError.unavailable(result.reason).hyperError }
-        try checkSupport(spec, options: options, capabilities: Self.capabilities(for: facts))
         #if os(Linux)
-        let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
-        let secrets = try SandboxSecrets.read(spec)
-        let egress = try startEgressProxy(spec, name: name, secrets: secrets, streams: options.streams)
-        let config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets)
-        let sandbox: ProcessSandbox
-        do {
-            sandbox = try start(config, streams: options.streams, egress: egress)
-        } catch {
-            egress?.stop()
-            throw error.hyperError
-        }
-        do {
-            try egress?.proxy.start()
-        } catch {
-            try? sandbox.kill()
-            throw error
-        }
-        return sandbox
+        return try launchPlanned(spec, options: options) { _ in }.sandbox
         #else
         throw ProcessError.unavailable("namespaces need Linux").hyperError
         #endif
@@ -75,20 +54,41 @@ public struct ProcessBackend: Backend {
     }
 
     public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
-        let facts = gatherFacts()
-        let result = ProcessProbe.evaluate(facts)
-        guard result.isAvailable else { throw ProcessError.unavailable(result.reason).hyperError }
         var sessionSpec = spec
         sessionSpec.interactive = false
         sessionSpec.tty = false
-        try checkSupport(sessionSpec, options: options, capabilities: Self.capabilities(for: facts))
         #if os(Linux)
+        let launched = try launchPlanned(sessionSpec, options: options) { config in
+            config.argv = []
+            config.session = true
+        }
+        do {
+            return try ProcessSession(backend: self, spec: sessionSpec, facts: launched.facts, name: launched.name, secrets: launched.secrets,
+                                      hasEgress: launched.hasEgress, sandbox: launched.sandbox)
+        } catch {
+            try? launched.sandbox.kill()
+            _ = try? launched.sandbox.wait()
+            throw error
+        }
+        #else
+        throw ProcessError.unavailable("namespaces need Linux").hyperError
+        #endif
+    }
+
+    #if os(Linux)
+    /// Checks the host and the spec, reads the secrets, starts the egress proxy and the helper with the plan
+    /// (changed by `adjust`), and returns the running sandbox and what it was planned with.
+    func launchPlanned(_ spec: SandboxSpec, options: LaunchOptions, adjust: (inout JailConfig) -> Void) throws(HyperError)
+        -> (sandbox: ProcessSandbox, facts: ProcessHostFacts, name: String, secrets: SandboxSecrets, hasEgress: Bool) {
+        let facts = gatherFacts()  // Once per launch: the probe, the capabilities and the plan share it.
+        let result = ProcessProbe.evaluate(facts)
+        guard result.isAvailable else { throw ProcessError.unavailable(result.reason).hyperError }
+        try checkSupport(spec, options: options, capabilities: Self.capabilities(for: facts))
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
-        let secrets = try SandboxSecrets.read(sessionSpec)
-        let egress = try startEgressProxy(sessionSpec, name: name, secrets: secrets, streams: options.streams)
-        var config = JailPlanner().plan(sessionSpec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets)
-        config.argv = []
-        config.session = true
+        let secrets = try SandboxSecrets.read(spec)
+        let egress = try startEgressProxy(spec, name: name, secrets: secrets, streams: options.streams)
+        var config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets)
+        adjust(&config)
         let sandbox: ProcessSandbox
         do {
             sandbox = try start(config, streams: options.streams, egress: egress)
@@ -98,17 +98,13 @@ public struct ProcessBackend: Backend {
         }
         do {
             try egress?.proxy.start()
-            return try ProcessSession(backend: self, spec: sessionSpec, facts: facts, name: name, secrets: secrets,
-                                      hasEgress: egress != nil, sandbox: sandbox)
         } catch {
             try? sandbox.kill()
-            _ = try? sandbox.wait()
             throw error
         }
-        #else
-        throw ProcessError.unavailable("namespaces need Linux").hyperError
-        #endif
+        return (sandbox, facts, name, secrets, egress != nil)
     }
+    #endif
 
     #if os(Linux)
     /// For an allowlist: the egress proxy listening on a socket in a private folder (not yet serving), logging

@@ -87,7 +87,8 @@ enum GuestSystem {
 
     /// Creates a file that must not exist yet, with `mode`, holding `text`.
     static func createFile(_ path: String, _ text: String, mode: mode_t) -> Bool {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        // SAFETY: open reads the NUL-terminated path during the call.
+        let fd = unsafe Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         return writeAll(fd, Array(text.utf8))

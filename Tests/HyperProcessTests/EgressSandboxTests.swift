@@ -62,7 +62,7 @@ for target in sys.argv[1:]:
     print(target, s.recv(4096).decode(errors="replace").split("\\r\\n")[0])
 """
 
-@Suite("Egress through the host proxy, in real sandboxes", .serialized,
+@Suite("Egress through the host proxy, and injected secrets, in real sandboxes", .serialized,
        .enabled(if: processSandboxesAvailable && python3Available, "needs process sandboxes and python3"))
 struct EgressSandboxTests {
     @Test func onlyTheAllowlistGetsOutAndEveryDecisionIsReported() throws {
@@ -103,27 +103,7 @@ struct EgressSandboxTests {
             """) { $0.network = .allow([NetworkDestination(host: "127.0.0.1", port: server.port)]) }
         #expect(run.output == "http://127.0.0.1:3128 http://127.0.0.1:3128 localhost,127.0.0.1,::1\nno-direct\n")
     }
-}
 
-/// A python script for inside the sandbox: for each `HOST:PORT` argument, a plain-HTTP GET through the proxy
-/// with `Authorization: Bearer $TOKEN`; prints the response's last line (the echo server's body).
-let authorizedClient = """
-import os, socket, sys
-for target in sys.argv[1:]:
-    s = socket.create_connection(("127.0.0.1", 3128))
-    s.sendall(("GET http://%s/ HTTP/1.1\\r\\nHost: %s\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n" % (target, target, os.environ["TOKEN"])).encode())
-    data = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    print(data.decode(errors="replace").rstrip("\\n").split("\\n")[-1])
-"""
-
-@Suite("Secrets injected by the proxy, in real sandboxes", .serialized,
-       .enabled(if: processSandboxesAvailable && python3Available, "needs process sandboxes and python3"))
-struct InjectedSecretTests {
     @Test func theBoundHostGetsTheValueWhileTheSandboxSeesOnlyThePlaceholder() throws {
         let bound = try HostWebServer(echoingAuthorization: true)
         defer { bound.stop() }
@@ -163,6 +143,22 @@ struct InjectedSecretTests {
         #expect(!JSONValue.array(decisions).compactText.contains(value))
     }
 }
+
+/// A python script for inside the sandbox: for each `HOST:PORT` argument, a plain-HTTP GET through the proxy
+/// with `Authorization: Bearer $TOKEN`; prints the response's last line (the echo server's body).
+let authorizedClient = """
+import os, socket, sys
+for target in sys.argv[1:]:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(("GET http://%s/ HTTP/1.1\\r\\nHost: %s\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n" % (target, target, os.environ["TOKEN"])).encode())
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode(errors="replace").rstrip("\\n").split("\\n")[-1])
+"""
 
 @Suite("Secrets delivered as files, in real sandboxes", .serialized, .enabled(if: processSandboxesAvailable, "needs process sandboxes"))
 struct SecretFileTests {

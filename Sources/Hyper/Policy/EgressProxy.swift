@@ -35,7 +35,7 @@ public final class EgressProxy: @unchecked Sendable {
     private let onDecision: @Sendable (Record) -> Void
     private let records = Locked<[Record]>([])
     private let open = Locked<Set<Int32>>([])
-    private let threads = Locked<[HostThread]>([])
+    private let threads = HostThreadGroup()
     private let stopped = Locked<Bool>(false)
 
     /// Listens on `socketPath`, when given. `secrets` are the sandbox's secrets (the injected ones matter here);
@@ -74,7 +74,7 @@ public final class EgressProxy: @unchecked Sendable {
                 serve(connection: client)
             }
         }
-        threads.withLock { $0.append(thread) }
+        threads.add(thread)
     }
 
     /// Serves one client connection (which it then owns) on a thread of its own.
@@ -85,7 +85,7 @@ public final class EgressProxy: @unchecked Sendable {
         }
         open.withLock { _ = $0.insert(client) }
         if let worker = try? HostThread.start({ [self] in serve(client) }) {
-            threads.withLock { $0.append(worker) }
+            threads.add(worker)
         } else {
             finish(client)
         }
@@ -100,14 +100,7 @@ public final class EgressProxy: @unchecked Sendable {
             HostSockets.shutdownBoth(listener)
         }
         for fd in open.value { HostSockets.shutdownBoth(fd) }
-        while true {
-            let pending = threads.withLock { list in
-                defer { list = [] }
-                return list
-            }
-            if pending.isEmpty { break }
-            for thread in pending { thread.join() }
-        }
+        threads.joinAll()
     }
 
     private func finish(_ fd: Int32) {

@@ -14,7 +14,7 @@ public final class SessionSupervisor: @unchecked Sendable {
     private let record: Locked<SessionRecord>
     private let stopping = Locked<Bool>(false)
     private let commands = Locked<(total: Int, running: Int)>((0, 0))
-    private let threads = Locked<[HostThread]>([])
+    private let threads = HostThreadGroup()
 
     /// Listens on the sandbox's control socket and records the sandbox as running.
     public init(name: String, backend: String, workspace: String, sandbox: any SessionSandbox, store: SessionStore) throws(HyperError) {
@@ -46,7 +46,8 @@ public final class SessionSupervisor: @unchecked Sendable {
                 finished.signal()
             }
             let acceptor = try HostThread.start { [self] in acceptConnections() }
-            threads.withLock { $0 += [watcher, acceptor] }
+            threads.add(watcher)
+            threads.add(acceptor)
         } catch {
             sandbox.stop(grace: .zero)
         }
@@ -58,14 +59,7 @@ public final class SessionSupervisor: @unchecked Sendable {
         HostSystem.removeQuietly(store.socketPath(name))
         record.withLock { $0.state = .stopped }
         try? store.write(record.value)
-        while true {
-            let pending = threads.withLock { list in
-                defer { list = [] }
-                return list
-            }
-            if pending.isEmpty { break }
-            for thread in pending { thread.join() }
-        }
+        threads.joinAll()
     }
 
     private func acceptConnections() {
@@ -76,7 +70,7 @@ public final class SessionSupervisor: @unchecked Sendable {
             }
             let channel = ControlChannel(descriptor: client)
             if let thread = try? HostThread.start({ [self] in serve(channel) }) {
-                threads.withLock { $0.append(thread) }
+                threads.add(thread)
             }
         }
     }

@@ -9,13 +9,22 @@ extension HostSystem {
     /// glibc's POSIX_SPAWN_SETSID, which Swift does not import (it needs _GNU_SOURCE).
     static let spawnNewSession: Int16 = 0x80
 
-    /// Starts `arguments` (a path, then its arguments) in a new session, with descriptors 0, 1, 2, ... of
-    /// the child taken from `descriptors`, and this process's environment. Returns its pid; it is not waited for.
-    public static func spawnDetached(_ arguments: [String], descriptors: [Int32]) throws(HostCallError) -> Int32 {
-        guard let program = arguments.first else { throw HostCallError(operation: "run", subject: "an empty command", errorNumber: EINVAL) }
+    /// Starts `path` with `arguments` (argv, its name first) and `environment` (nil: this process's), with
+    /// descriptors 0, 1, 2, ... of the child taken from `descriptors` and no others, default signal handling
+    /// and nothing blocked; in a session of its own when `newSession`. Returns its pid; it is not waited for.
+    public static func spawn(path: String, arguments: [String], environment: [String]? = nil, descriptors: [Int32],
+                             newSession: Bool) throws(HostCallError) -> Int32 {
+        // Move every source above the target range first, so that no dup2 overwrites a later source.
+        var lifted: [Int32] = []
+        defer { lifted.forEach(closeDescriptor) }
+        for fd in descriptors {
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, Int32(100))
+            guard copy >= 0 else { throw HostCallError(operation: "duplicate", subject: "descriptor \(fd)", errorNumber: errno) }
+            lifted.append(copy)
+        }
         // SAFETY: zeroed C structs, initialized by the init calls below before any use and destroyed after the spawn.
         var actions = unsafe posix_spawn_file_actions_t()
-        var attributes = unsafe posix_spawnattr_t()
+        var attributes = posix_spawnattr_t()
         // SAFETY: as above.
         unsafe posix_spawn_file_actions_init(&actions)
         // SAFETY: as above.
@@ -24,35 +33,42 @@ extension HostSystem {
         unsafe posix_spawnattr_init(&attributes)
         // SAFETY: as above.
         defer { unsafe posix_spawnattr_destroy(&attributes) }
-        for (target, source) in descriptors.enumerated() {
-            // SAFETY: the actions copy the descriptor numbers.
+        for (target, source) in lifted.enumerated() {
+            // SAFETY: the actions copy the descriptor numbers; dup2 onto the target clears close-on-exec.
             unsafe posix_spawn_file_actions_adddup2(&actions, source, Int32(target))
         }
-        // Nothing else is inherited: a parent's descriptors (a test harness's pipes, say) must not live on in
-        // a detached process.
+        // Nothing else is inherited: a parent's descriptors (a test harness's pipes, say) must not live on.
         // SAFETY: adds one action to the initialized actions.
         let closing = unsafe chyper_spawn_close_from(&actions, Int32(descriptors.count))
-        guard closing == 0 else { throw HostCallError(operation: "prepare", subject: program, errorNumber: closing) }
+        guard closing == 0 else { throw HostCallError(operation: "prepare", subject: path, errorNumber: closing) }
         var noSignals = sigset_t()
         var allSignals = sigset_t()
-        sigemptyset(&noSignals)
-        sigfillset(&allSignals)
+        // SAFETY: the signal sets are locals of the right type.
+        unsafe sigemptyset(&noSignals)
+        // SAFETY: as above.
+        unsafe sigfillset(&allSignals)
         // SAFETY: the attributes copy the signal sets.
         unsafe posix_spawnattr_setsigmask(&attributes, &noSignals)
         // SAFETY: as above.
         unsafe posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        let flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) | (newSession ? Self.spawnNewSession : 0)
         // SAFETY: sets flags in the initialized attributes.
-        unsafe posix_spawnattr_setflags(&attributes, Self.spawnNewSession | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        // SAFETY: strdup copies each argument; the copies are freed after the spawn.
-        let copies = unsafe arguments.map { unsafe strdup($0) } + [nil]
+        unsafe posix_spawnattr_setflags(&attributes, flags)
+        // SAFETY: strdup copies each string; the copies are freed after the spawn.
+        let argv = unsafe arguments.map { unsafe strdup($0) } + [nil]
         // SAFETY: as above.
-        defer { unsafe copies.forEach { unsafe free($0) } }
+        let envp = unsafe (environment ?? []).map { unsafe strdup($0) } + [nil]
+        // SAFETY: as above.
+        defer { unsafe (argv + envp).forEach { unsafe free($0) } }
         var pid = pid_t()
-        // SAFETY: argv is a NULL-terminated array of live C strings; environ is this process's environment.
-        let result = unsafe copies.withUnsafeBufferPointer { argv in
-            unsafe posix_spawn(&pid, program, &actions, &attributes, argv.baseAddress!, environ)
+        // SAFETY: argv and envp are NULL-terminated arrays of live C strings (or environ, this process's own);
+        // posix_spawn copies what it needs before returning.
+        let result = unsafe argv.withUnsafeBufferPointer { args in
+            unsafe envp.withUnsafeBufferPointer { env in
+                unsafe posix_spawn(&pid, path, &actions, &attributes, args.baseAddress!, environment == nil ? environ : UnsafeMutablePointer(mutating: env.baseAddress!))
+            }
         }
-        guard result == 0 else { throw HostCallError(operation: "start", subject: program, errorNumber: result) }
+        guard result == 0 else { throw HostCallError(operation: "start", subject: path, errorNumber: result) }
         return pid
     }
 
@@ -70,7 +86,8 @@ extension HostSystem {
     /// Seconds since the epoch.
     public static func wallClockSeconds() -> Int64 {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        // SAFETY: clock_gettime writes one timespec into the local.
+        unsafe clock_gettime(CLOCK_REALTIME, &now)
         return Int64(now.tv_sec)
     }
 
@@ -103,5 +120,11 @@ extension HostSystem {
         guard unsafe pipe(&ends) == 0 else { throw HostCallError(operation: "create", subject: "a pipe", errorNumber: errno) }
         for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         return (ends[0], ends[1])
+    }
+
+    /// Removes an empty directory; the error number on failure (EBUSY for a cgroup still in use).
+    public static func removeDirectory(_ path: String) -> Int32? {
+        // SAFETY: rmdir reads the NUL-terminated path during the call.
+        unsafe rmdir(path) == 0 ? nil : errno
     }
 }

@@ -47,6 +47,30 @@ public final class HostThread: @unchecked Sendable {
     }
 }
 
+
+/// Threads started over time whose ends are awaited together (a server's connection threads).
+public final class HostThreadGroup: Sendable {
+    private let threads = Locked<[HostThread]>([])
+
+    /// An empty group.
+    public init() {}
+
+    /// Adds a started thread.
+    public func add(_ thread: HostThread) { threads.withLock { $0.append(thread) } }
+
+    /// Joins every thread of the group, those added while it waits included.
+    public func joinAll() {
+        while true {
+            let pending = threads.withLock { list in
+                defer { list = [] }
+                return list
+            }
+            if pending.isEmpty { return }
+            for thread in pending { thread.join() }
+        }
+    }
+}
+
 /// A wake-up flag another thread can raise and a `poll` loop can wait on (a non-blocking self-pipe).
 public final class HostEvent: Sendable {
     /// The descriptor to poll for reading.

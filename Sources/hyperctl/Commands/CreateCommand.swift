@@ -59,8 +59,8 @@ enum CreateCommand: CLICommand {
         defer { HostSystem.closeDescriptor(readyPipe.read) }
         do {
             let flags = allowUnaccelerated ? ["--allow-unaccelerated"] : []
-            _ = try HostSystem.spawnDetached([program, SessionCLI.superviseCommand, "--name", name, "--backend", backend] + flags,
-                                             descriptors: [specPipe.read, log, log, readyPipe.write])
+            _ = try HostSystem.spawn(path: program, arguments: [program, SessionCLI.superviseCommand, "--name", name, "--backend", backend] + flags,
+                                     descriptors: [specPipe.read, log, log, readyPipe.write], newSession: true)
         } catch {
             [log, specPipe.read, specPipe.write, readyPipe.write].forEach(HostSystem.closeDescriptor)
             throw HyperError(.hostFailure, "starting the supervisor: \(error)")
