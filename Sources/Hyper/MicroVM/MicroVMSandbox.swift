@@ -144,9 +144,11 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 stopEgress()
                 let reason: HyperError
                 if case let .failure(error) = result { reason = error } else { reason = HyperError(.phaseFailed, "the sandbox ended") }
-                for command in liveCommands.withLock({ held in defer { held = [:] }; return Array(held.values) }) { command.finish(.failure(reason)) }
                 outcome.withLock { $0 = result }
                 ended.signal()
+                // Commands still running, and those asked for too late, end with the sandbox.
+                for command in liveCommands.withLock({ held in defer { held = [:] }; return Array(held.values) }) { command.finish(.failure(reason)) }
+                failPendingCommands(reason)
             }
         } catch {
             vm.stop()
@@ -207,6 +209,16 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     func deliver(_ request: Request) {
         requests.withLock { $0.append(request) }
         wake.signal()
+        // The session thread takes no more requests once the sandbox has ended.
+        if HostSystem.waitReadable([ended.descriptor], milliseconds: 0) == [true] {
+            failPendingCommands(HyperError(.phaseFailed, "the sandbox has ended"))
+        }
+    }
+
+    private func failPendingCommands(_ reason: HyperError) {
+        for request in requests.withLock({ list in defer { list = [] }; return list }) {
+            if case let .exec(command) = request { command.finish(.failure(reason)) }
+        }
     }
 
     /// Session mode: waits until the guest has the workspace and can run commands.
