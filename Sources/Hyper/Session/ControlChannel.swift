@@ -5,7 +5,8 @@ import Glibc
 
 /// One connection on a session's control socket: JSON objects, one per line, with descriptors passed
 /// alongside (`hyperctl exec` hands its standard streams to the supervisor this way, so a command's output
-/// goes straight to the caller's terminal or pipe). `docs/sessions.md` lists the messages.
+/// goes straight to the caller's terminal or pipe). `docs/sessions.md` lists the messages. Any thread may
+/// send; one thread at a time receives.
 public final class ControlChannel: @unchecked Sendable {
     /// The longest line either side accepts.
     public static let maximumLine = 1 << 20
