@@ -8,6 +8,9 @@ import Hyper
 /// Setup follows KVM's required order: TSS and identity-map addresses, the in-kernel irqchip and PIT before
 /// any vCPU, guest memory as one user memory region, then per vCPU: CPUID before registers.
 public struct KVMHypervisor: Hypervisor {
+    /// The name saved states carry.
+    static let acceleratorName = "kvm"
+
     /// The KVM device node.
     public let devicePath: String
 
@@ -91,6 +94,27 @@ final class KVMVirtualMachine: VirtualMachine, @unchecked Sendable {
     deinit {
         close(descriptor)
         close(systemDescriptor)
+    }
+
+    func saveState() throws(HyperError) -> AcceleratorState {
+        var bytes = [UInt8](repeating: 0, count: Int(chyper_vm_state_size()))
+        // SAFETY: the buffer holds exactly one chyper_vm_state (its size from C).
+        let result = unsafe bytes.withUnsafeMutableBytes { raw in
+            unsafe chyper_vm_save(descriptor, raw.baseAddress!.assumingMemoryBound(to: chyper_vm_state.self))
+        }
+        guard result == 0 else { throw KVMError.systemCall(operation: "save the VM's state", errorNumber: errno).hyperError }
+        return AcceleratorState(accelerator: KVMHypervisor.acceleratorName, bytes: bytes)
+    }
+
+    func restoreState(_ state: AcceleratorState) throws(HyperError) {
+        guard state.accelerator == KVMHypervisor.acceleratorName, state.bytes.count == Int(chyper_vm_state_size()) else {
+            throw HyperError(.invalidArgument, "a VM state from \(state.accelerator) (\(state.bytes.count) bytes) is not a KVM VM state of this build")
+        }
+        // SAFETY: the buffer holds exactly one chyper_vm_state, read by the call only.
+        let result = unsafe state.bytes.withUnsafeBytes { raw in
+            unsafe chyper_vm_restore(descriptor, raw.baseAddress!.assumingMemoryBound(to: chyper_vm_state.self))
+        }
+        guard result == 0 else { throw KVMError.systemCall(operation: "restore the VM's state", errorNumber: errno).hyperError }
     }
 
     func makeVCPU(index: Int) throws(HyperError) -> any VirtualCPU {

@@ -170,6 +170,29 @@ final class KVMVirtualCPU: VirtualCPU, @unchecked Sendable {
 
     private var currentRIP: UInt64 { (try? registers().rip) ?? 0 }
 
+    func saveState() throws(HyperError) -> AcceleratorState {
+        let size = Int(chyper_vcpu_state_size())
+        var bytes = [UInt8](repeating: 0, count: size)
+        // SAFETY: the buffer holds exactly one chyper_vcpu_state (its size from C); the run area is live.
+        let result = unsafe bytes.withUnsafeMutableBytes { raw in
+            unsafe chyper_vcpu_save(machine.systemDescriptor, descriptor, runArea, raw.baseAddress!.assumingMemoryBound(to: chyper_vcpu_state.self))
+        }
+        guard result == 0 else { throw KVMError.systemCall(operation: "save the vCPU's state", errorNumber: errno).hyperError }
+        return AcceleratorState(accelerator: KVMHypervisor.acceleratorName, bytes: bytes)
+    }
+
+    func restoreState(_ state: AcceleratorState) throws(HyperError) {
+        let size = Int(chyper_vcpu_state_size())
+        guard state.accelerator == KVMHypervisor.acceleratorName, state.bytes.count == size else {
+            throw HyperError(.invalidArgument, "a vCPU state from \(state.accelerator) (\(state.bytes.count) bytes) is not a KVM vCPU state of this build")
+        }
+        // SAFETY: the buffer holds exactly one chyper_vcpu_state, read by the call only.
+        let result = unsafe state.bytes.withUnsafeBytes { raw in
+            unsafe chyper_vcpu_restore(descriptor, raw.baseAddress!.assumingMemoryBound(to: chyper_vcpu_state.self))
+        }
+        guard result == 0 else { throw KVMError.systemCall(operation: "restore the vCPU's state", errorNumber: errno).hyperError }
+    }
+
     func requestStop() {
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         // SAFETY: the run area stays mapped for this object's lifetime; the shim writes one field atomically.

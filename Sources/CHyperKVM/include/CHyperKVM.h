@@ -104,5 +104,44 @@ int chyper_irqfd_create(int vm_fd, unsigned gsi);
 /// Fires an irqfd.
 void chyper_irqfd_fire(int event_fd);
 
+// MARK: Saving and restoring state, for snapshots.
+
+/// Everything KVM holds about one vCPU, as one plain struct (saved and restored whole).
+typedef struct {
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    __u32 xsave[1024];  // struct kvm_xsave's 4 KiB region (KVM_GET_XSAVE fills no more)
+    struct kvm_xcrs xcrs;
+    struct kvm_debugregs debugregs;
+    struct kvm_lapic_state lapic;
+    struct kvm_mp_state mp_state;
+    struct kvm_vcpu_events events;
+    unsigned msr_count;
+    struct kvm_msr_entry msrs[256];
+} chyper_vcpu_state;
+
+/// Everything KVM holds about a VM besides memory and vCPUs: the PICs, the IOAPIC, the PIT and the clock.
+typedef struct {
+    struct kvm_irqchip pic_master;
+    struct kvm_irqchip pic_slave;
+    struct kvm_irqchip ioapic;
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clock;
+} chyper_vm_state;
+
+/// The sizes of the two structs, for callers that keep them as bytes.
+static inline unsigned long chyper_vcpu_state_size(void) { return sizeof(chyper_vcpu_state); }
+static inline unsigned long chyper_vm_state_size(void) { return sizeof(chyper_vm_state); }
+
+/// Completes an exit's pending I/O (one KVM_RUN with immediate_exit), then reads every part of the vCPU's
+/// state, the MSRs of KVM's index list included. Returns 0, or -1 with errno.
+int chyper_vcpu_save(int kvm_fd, int vcpu_fd, struct kvm_run *run, chyper_vcpu_state *state);
+/// Writes a saved state into a vCPU whose CPUID is set, in the order KVM needs. Returns 0, or -1 with errno.
+int chyper_vcpu_restore(int vcpu_fd, const chyper_vcpu_state *state);
+/// Reads the VM's interrupt controllers, PIT and clock. Returns 0, or -1 with errno.
+int chyper_vm_save(int vm_fd, chyper_vm_state *state);
+/// Writes them back. Returns 0, or -1 with errno.
+int chyper_vm_restore(int vm_fd, const chyper_vm_state *state);
+
 #endif // __linux__
 #endif // CHYPERKVM_H

@@ -85,6 +85,12 @@ public final class Serial16550: BusDevice {
     }
 
     /// Hands buffered output to the sink (the console writes whole lines where it can).
+    /// Puts a saved state back (a restored snapshot's).
+    public func restore(_ saved: State) {
+        state = saved
+        updateInterrupt()
+    }
+
     public func flush() {
         guard !pending.isEmpty else { return }
         output(pending)

@@ -31,6 +31,28 @@ public final class GuestMemory: @unchecked Sendable {
         self.baseAddress = address
     }
 
+    /// Maps the file at `path` (exactly `size` bytes, a multiple of the page size) copy-on-write: pages are
+    /// read from the file only when touched, writes stay private to this memory, and several memories mapped
+    /// from one file share the pages none of them changed.
+    public init(mappingCopyOnWrite path: String, size: UInt64) throws(HyperError) {
+        guard size > 0, size <= 1 << 40, size % 4096 == 0 else { throw HyperError(.invalidArgument, "guest memory of \(size) bytes is out of range") }
+        let file: (descriptor: Int32, size: UInt64)
+        do { file = try HostSystem.openFile(path, writable: false) } catch { throw HyperError(.invalidArgument, "snapshot memory: \(error)") }
+        defer { close(file.descriptor) }
+        guard file.size == size else {
+            throw HyperError(.invalidArgument, "snapshot memory: \(path) holds \(file.size) bytes, not the \(size) the snapshot records (truncated?)")
+        }
+        // SAFETY: a private mapping of the whole file with no address hint; the result is checked before use.
+        let mapped = unsafe mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file.descriptor, 0)
+        // SAFETY (below): comparing the returned pointer with MAP_FAILED reads no memory.
+        let address = UInt(bitPattern: mapped)
+        guard address != 0, unsafe mapped != MAP_FAILED else {
+            throw HyperError(.hostFailure, "cannot map the snapshot's memory: \(HostSystem.errorText(errno))")
+        }
+        self.size = size
+        self.baseAddress = address
+    }
+
     deinit {
         // SAFETY: the mapping came from mmap with exactly this length and is not used after deinit.
         _ = unsafe munmap(pointer(at: 0), Int(size))

@@ -16,6 +16,10 @@ public protocol VirtualMachine: AnyObject {
     func setInterruptLine(_ line: UInt32, active: Bool) throws(HyperError)
     /// Returns a trigger that pulses an edge-triggered line from any thread (KVM: an irqfd).
     func makeInterruptTrigger(line: UInt32) throws(HyperError) -> any InterruptTrigger
+    /// The VM's state outside memory and vCPUs (interrupt controllers, timers, clock), for a snapshot.
+    func saveState() throws(HyperError) -> AcceleratorState
+    /// Puts a saved VM state back.
+    func restoreState(_ state: AcceleratorState) throws(HyperError)
 }
 
 /// Pulses one edge-triggered interrupt line; safe to call from any thread.
@@ -63,6 +67,44 @@ public protocol VirtualCPU: AnyObject {
     func run(bus: MachineBus, deadline: UInt64?) throws(HyperError) -> VMExit
     /// Makes the current `run` (or the next one) return `.stopped` soon. Safe to call from any thread.
     func requestStop()
+    /// The vCPU's whole state, for a snapshot; call it only while the vCPU is not running.
+    func saveState() throws(HyperError) -> AcceleratorState
+    /// Puts a saved state back (into a vCPU of a machine made the same way).
+    func restoreState(_ state: AcceleratorState) throws(HyperError)
+}
+
+/// State an accelerator keeps for a vCPU or a VM, as bytes only that accelerator reads back: a snapshot
+/// holds it as a plain value, and restoring it anywhere else is refused.
+public struct AcceleratorState: Equatable, Sendable {
+    /// The accelerator that wrote it (`kvm`).
+    public var accelerator: String
+    public var bytes: [UInt8]
+
+    /// Creates a state.
+    public init(accelerator: String, bytes: [UInt8]) {
+        self.accelerator = accelerator
+        self.bytes = bytes
+    }
+}
+
+extension VirtualCPU {
+    public func saveState() throws(HyperError) -> AcceleratorState {
+        throw HyperError(.notImplemented, "this accelerator cannot save a vCPU's state")
+    }
+
+    public func restoreState(_ state: AcceleratorState) throws(HyperError) {
+        throw HyperError(.notImplemented, "this accelerator cannot restore a vCPU's state")
+    }
+}
+
+extension VirtualMachine {
+    public func saveState() throws(HyperError) -> AcceleratorState {
+        throw HyperError(.notImplemented, "this accelerator cannot save a VM's state")
+    }
+
+    public func restoreState(_ state: AcceleratorState) throws(HyperError) {
+        throw HyperError(.notImplemented, "this accelerator cannot restore a VM's state")
+    }
 }
 
 /// Why a vCPU stopped running.

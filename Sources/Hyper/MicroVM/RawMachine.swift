@@ -34,7 +34,7 @@ public enum RawMachine {
 
     /// Maps COM1 (its output to `consoleOutput`, its IRQ on `machine`) and the i8042 (whose reset line ends the
     /// run) on `bus`, as every x86 machine here has them; returns the serial port, to flush at the end.
-    static func mapLegacyDevices(on bus: MachineBus, machine: any VirtualMachine,
+    public static func mapLegacyDevices(on bus: MachineBus, machine: any VirtualMachine,
                                  consoleOutput: @escaping @Sendable ([UInt8]) -> Void) throws(HyperError) -> Serial16550 {
         let serial = Serial16550(output: consoleOutput)
         serial.interrupt = { active in try? machine.setInterruptLine(BootLayout.serialInterrupt, active: active) }

@@ -127,4 +127,28 @@ extension HostSystem {
         // SAFETY: rmdir reads the NUL-terminated path during the call.
         unsafe rmdir(path) == 0 ? nil : errno
     }
+
+    /// Sets a file's size (growing it with a hole).
+    public static func setFileSize(_ fd: Int32, _ size: UInt64) throws(HostCallError) {
+        guard ftruncate(fd, off_t(size)) == 0 else { throw HostCallError(operation: "size", subject: "descriptor \(fd)", errorNumber: errno) }
+    }
+
+    /// The host CPU's model, as a snapshot records it: vendor, family, model and stepping from /proc/cpuinfo.
+    public static func cpuIdentity() -> String {
+        let text = readText("/proc/cpuinfo") ?? ""
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            if line.isEmpty { break }  // The first processor's block is enough.
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            fields[parts[0].trimmingCharacters()] = parts[1].trimmingCharacters()
+        }
+        return ["vendor_id", "cpu family", "model", "stepping"].map { fields[$0] ?? "?" }.joined(separator: " ")
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
 }

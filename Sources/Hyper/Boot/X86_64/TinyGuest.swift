@@ -34,6 +34,30 @@ public enum TinyGuest {
         return pvhELF(payload: code)
     }
 
+    /// Returns a PVH guest that counts from 1 to `limit` in a 32-bit counter in its own memory, printing
+    /// `A` + (count mod 16) on COM1 for each count, then resets. Stopped and restored part-way, it must go on
+    /// from the count it had: the snapshot tests' guest.
+    public static func countingImage(limit: UInt32) -> [UInt8] {
+        var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03]                  // mov dx, 0x3f8
+        code += [0xBF] + le32(0)                                      // mov edi, counter (patched below)
+        let counterOperand = code.count - 4
+        code += [0x8B, 0x07]                                          // next: mov eax, [edi]
+        code += [0x3D] + le32(limit)                                  // cmp eax, limit
+        code += [0x73, 0x0A]                                          // jae done
+        code += [0x40, 0x89, 0x07]                                    // inc eax; mov [edi], eax
+        code += [0x24, 0x0F, 0x04, 0x41, 0xEE]                        // and al, 15; add al, 'A'; out dx, al
+        code += [0xEB, 0xED]                                          // jmp next
+        code += [0xB0, 0xFE, 0xE6, 0x64, 0xF4, 0xEB, 0xFD]            // done: reset through the i8042; hlt
+        let counter = loadAddress + UInt32(code.count)
+        code.replaceSubrange(counterOperand..<(counterOperand + 4), with: le32(counter))
+        return pvhELF(payload: code + le32(0))
+    }
+
+    /// What `countingImage(limit:)` prints.
+    public static func countingOutput(limit: UInt32) -> String {
+        limit == 0 ? "" : String(decoding: (1...limit).map { UInt8(0x41 + ($0 & 0x0F)) }, as: UTF8.self)
+    }
+
     /// An ELF32 with one PT_LOAD of `payload` at `loadAddress` and the Xen PVH entry note pointing at it.
     static func pvhELF(payload: [UInt8]) -> [UInt8] {
         // ELF32: header (52) + two program headers (PT_LOAD, PT_NOTE) (2 x 32) + the PVH note (20) + payload.
