@@ -33,19 +33,11 @@ public struct KVMBackend: Backend {
     }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
-        let host: ProbeResult
-        do {
-            host = try checkUsable(allowUnaccelerated: options.allowUnaccelerated)
-        } catch {
-            throw error.hyperError
-        }
-        try checkSupport(spec, options: options)
-        let kit = try kit(for: options)
+        let bootTimeout = try prepare(spec, options: options)
         #if os(Linux)
-        // An unaccelerated host is allowed here only when forced; its guests boot very slowly.
-        let bootTimeout: Duration = host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
         let signals = try HostSignalRelay()
-        return try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: KVMHypervisor(), signals: signals, bootTimeout: bootTimeout)
+        return try MicroVMSandbox(spec: spec, options: options, kit: try kit(for: options), hypervisor: KVMHypervisor(), signals: signals,
+                                  bootTimeout: bootTimeout)
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
         #endif
@@ -53,22 +45,28 @@ public struct KVMBackend: Backend {
 
     /// A microVM that stays up for many commands; its time limit is the sandbox's life.
     public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
+        var sessionSpec = spec
+        sessionSpec.interactive = false
+        sessionSpec.tty = false
+        let bootTimeout = try prepare(sessionSpec, options: options)
+        #if os(Linux)
+        return try MicroVMSession(spec: sessionSpec, options: options, kit: try kit(for: options), hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        #else
+        throw KVMError.unavailable("KVM needs Linux").hyperError
+        #endif
+    }
+
+    /// Checks the host and the spec; returns how long the guest may take to boot (an unaccelerated host is
+    /// allowed only when forced, and its guests boot very slowly).
+    func prepare(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> Duration {
         let host: ProbeResult
         do {
             host = try checkUsable(allowUnaccelerated: options.allowUnaccelerated)
         } catch {
             throw error.hyperError
         }
-        var sessionSpec = spec
-        sessionSpec.interactive = false
-        sessionSpec.tty = false
-        try checkSupport(sessionSpec, options: options)
-        #if os(Linux)
-        let bootTimeout: Duration = host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
-        return try MicroVMSession(spec: sessionSpec, options: options, kit: try kit(for: options), hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
-        #else
-        throw KVMError.unavailable("KVM needs Linux").hyperError
-        #endif
+        try checkSupport(spec, options: options)
+        return host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
     }
 
     /// The guest kit, with the options' kernel or initrd in place of its own.

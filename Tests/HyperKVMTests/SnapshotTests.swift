@@ -71,14 +71,20 @@ struct SnapshotTests {
         return machine
     }
 
-    @Test func aGuestStoppedPartWayGoesOnFromItsCountInEveryRestore() throws {
+    /// The counting guest, run until it printed 100 counts.
+    func stoppedCountingGuest() throws -> Machine {
         let memory = try GuestMemory(size: Self.memorySize)
         let entry = try GuestLoader.load(kernel: TinyGuest.countingImage(limit: Self.limit), kernelName: "counting guest", initrd: nil,
                                          commandLine: "", into: memory, vcpus: 1, virtioDevices: [])
-        let original = try Machine(memory: memory, stopAfter: 100)
-        try original.vcpu.setSpecialRegisters(entry.specialRegisters)
-        try original.vcpu.setRegisters(entry.registers)
-        #expect(try original.run() == .stopped)
+        let machine = try Machine(memory: memory, stopAfter: 100)
+        try machine.vcpu.setSpecialRegisters(entry.specialRegisters)
+        try machine.vcpu.setRegisters(entry.registers)
+        #expect(try machine.run() == .stopped)
+        return machine
+    }
+
+    @Test func aGuestStoppedPartWayGoesOnFromItsCountInEveryRestore() throws {
+        let original = try stoppedCountingGuest()
         let before = original.text
         #expect(before.count >= 100 && before.count < Int(Self.limit))
         let saved = try save(original)
@@ -110,16 +116,10 @@ struct SnapshotTests {
 
     /// Runs the counting guest until it printed 100 counts and writes its snapshot into a new folder.
     func snapshotFolder() throws -> (folder: String, before: String) {
-        let memory = try GuestMemory(size: Self.memorySize)
-        let entry = try GuestLoader.load(kernel: TinyGuest.countingImage(limit: Self.limit), kernelName: "counting guest", initrd: nil,
-                                         commandLine: "", into: memory, vcpus: 1, virtioDevices: [])
-        let machine = try Machine(memory: memory, stopAfter: 100)
-        try machine.vcpu.setSpecialRegisters(entry.specialRegisters)
-        try machine.vcpu.setRegisters(entry.registers)
-        #expect(try machine.run() == .stopped)
+        let machine = try stoppedCountingGuest()
         let snapshot = try MachineSnapshot.capture(machine: machine.vm, vcpus: [machine.vcpu], devices: ["serial": machine.serial.state.encoded])
         let folder = NSTemporaryDirectory() + "hyperctl-snapshot-\(UUID().uuidString)"
-        try snapshot.write(to: folder, memory: memory)
+        try snapshot.write(to: folder, memory: machine.memory)
         return (folder, machine.text)
     }
 

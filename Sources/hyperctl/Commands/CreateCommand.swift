@@ -8,8 +8,7 @@ enum CreateCommand: CLICommand {
     static let options: [OptionSpec] = [
         OptionSpec(["--name"], value: "NAME", help: "The sandbox's name (default: a new sandbox-XXXXXXXX, printed)"),
         OptionSpec(["--backend"], value: "NAME", help: "kvm, process, or auto (default: auto)"),
-        OptionSpec(["--allow-unaccelerated"], help: "Let kvm run on a host without hardware virtualization (very slow)"),
-    ] + SpecFlags.options.filter { !["--interactive", "--tty"].contains($0.key) } + [
+    ] + SpecFlags.options.filter { !["--interactive", "--tty"].contains($0.key) } + MachineFlags.options + [
         OptionSpec(["--verbose", "-v"], help: "Say which backend was picked and why"),
     ]
     static let discussion = """
@@ -28,13 +27,16 @@ enum CreateCommand: CLICommand {
         let spec = try SpecFlags.makeSpec(arguments, context: context, requiringCommand: false)
         let selection = try context.registry.select(arguments.value("--backend") ?? BackendRegistry.automaticName)
         if arguments.has("--verbose") { context.note("backend \(selection.backend.name): \(selection.reason)") }
+        try MachineFlags.check(arguments, backend: selection.backend)
+        var options = LaunchOptions()
+        try MachineFlags.apply(arguments, directory: context.currentDirectory, to: &options)
         let name: String
         if let given = arguments.value("--name") { name = given } else { name = try SessionCLI.generatedName() }
         let client = SessionCLI.client()
         try client.store.reserve(name)
         do throws(HyperError) {
             try startSupervisor(name: name, backend: selection.backend.name, spec: spec, store: client.store,
-                                allowUnaccelerated: arguments.has("--allow-unaccelerated"))
+                                machineArguments: MachineFlags.arguments(for: options))
         } catch {
             client.store.remove(name)
             throw error
@@ -44,7 +46,7 @@ enum CreateCommand: CLICommand {
     }
 
     /// Starts `hyperctl supervise` detached, hands it the spec on its stdin, and waits for it to say ready.
-    static func startSupervisor(name: String, backend: String, spec: SandboxSpec, store: SessionStore, allowUnaccelerated: Bool) throws(HyperError) {
+    static func startSupervisor(name: String, backend: String, spec: SandboxSpec, store: SessionStore, machineArguments: [String]) throws(HyperError) {
         guard let program = HostSystem.executablePath() else { throw HyperError(.hostFailure, "cannot find hyperctl's own executable") }
         let log: Int32
         let specPipe: (read: Int32, write: Int32)
@@ -58,8 +60,8 @@ enum CreateCommand: CLICommand {
         }
         defer { HostSystem.closeDescriptor(readyPipe.read) }
         do {
-            let flags = allowUnaccelerated ? ["--allow-unaccelerated"] : []
-            _ = try HostSystem.spawn(path: program, arguments: [program, SessionCLI.superviseCommand, "--name", name, "--backend", backend] + flags,
+            let arguments = [program, SessionCLI.superviseCommand, "--name", name, "--backend", backend] + machineArguments
+            _ = try HostSystem.spawn(path: program, arguments: arguments,
                                      descriptors: [specPipe.read, log, log, readyPipe.write], newSession: true)
         } catch {
             [log, specPipe.read, specPipe.write, readyPipe.write].forEach(HostSystem.closeDescriptor)

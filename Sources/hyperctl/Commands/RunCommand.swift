@@ -13,11 +13,7 @@ enum RunCommand: CLICommand {
         OptionSpec(["--seed"], value: "N", help: "Seed of simulated backends (default 0)"),
         OptionSpec(["--fake-fault"], value: "PHASE[:fail|hang]", repeatable: true,
                    help: "Inject a fault (fake backend) into a phase: create, boot, agent-ready, start, exit"),
-        OptionSpec(["--allow-unaccelerated"], help: "Let kvm run on a host without hardware virtualization (very slow)"),
-        OptionSpec(["--kernel"], value: "FILE", help: "kvm: the guest kernel (bzImage or PVH ELF) instead of the guest kit's"),
-        OptionSpec(["--initrd"], value: "FILE", help: "kvm: the guest initramfs instead of the guest kit's"),
-        OptionSpec(["--guest-console"], value: "FILE", help: "kvm: copy the guest's serial console to FILE"),
-        OptionSpec(["--disk"], value: "FILE[:ro]", repeatable: true, help: "kvm: attach a disk image as /dev/vda, /dev/vdb..."),
+    ] + MachineFlags.options + [
         OptionSpec(["--verbose", "-v"], help: "Say which backend was picked and why"),
     ]
     static let discussion = """
@@ -36,20 +32,12 @@ enum RunCommand: CLICommand {
             options.seed = seed
         }
         for text in arguments.all("--fake-fault") { options.faults.append(try PhaseFault.parse(text)) }
-        options.allowUnaccelerated = arguments.has("--allow-unaccelerated")
-        let cwd = context.currentDirectory
-        options.kernelPath = arguments.value("--kernel").map { SandboxSpec.absolute($0, base: cwd) }
-        options.initrdPath = arguments.value("--initrd").map { SandboxSpec.absolute($0, base: cwd) }
-        options.guestConsolePath = arguments.value("--guest-console").map { SandboxSpec.absolute($0, base: cwd) }
-        for text in arguments.all("--disk") { options.disks.append(try DiskAttachment.parse(text, base: cwd)) }
+        try MachineFlags.apply(arguments, directory: context.currentDirectory, to: &options)
 
         let selection = try context.registry.select(arguments.value("--backend") ?? BackendRegistry.automaticName)
         let backend = selection.backend
         if arguments.has("--verbose") { context.note("backend \(backend.name): \(selection.reason)") }
-        let machineFlags = ["--kernel", "--initrd", "--guest-console", "--disk"].filter { arguments.has($0) }
-        if backend.isolation != .hardwareVM, let flag = machineFlags.first {
-            throw HyperError(.invalidArgument, "\(flag) applies to microVM backends (kvm); backend \(backend.name) runs no guest kernel")
-        }
+        try MachineFlags.check(arguments, backend: backend)
 
         let reportPath = arguments.value("--report").map { SandboxSpec.absolute($0, base: context.currentDirectory) }
         var details: [(String, JSONValue)] = []

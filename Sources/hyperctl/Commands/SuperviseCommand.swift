@@ -10,8 +10,7 @@ enum SuperviseCommand: CLICommand {
     static let options: [OptionSpec] = [
         OptionSpec(["--name"], value: "NAME", help: "The sandbox's name (its folder exists already)"),
         OptionSpec(["--backend"], value: "NAME", help: "The backend create picked"),
-        OptionSpec(["--allow-unaccelerated"], help: "As create was told"),
-    ]
+    ] + MachineFlags.options
     /// Where `create` reads the supervisor's readiness.
     static let readinessDescriptor: Int32 = 3
 
@@ -31,7 +30,7 @@ enum SuperviseCommand: CLICommand {
             // Signals to the session come as requests; the terminal and session of create are left behind.
             HostSystem.ignoreInterrupts()
             var options = LaunchOptions()
-            options.allowUnaccelerated = arguments.has("--allow-unaccelerated")
+            try MachineFlags.apply(arguments, directory: "/", to: &options)
             options.streams = StandardStreams(input: context.streams.input, output: context.streams.error, error: context.streams.error)
             let sandbox = try backend.launchSession(spec, options: options)
             supervisor = try SessionSupervisor(name: name, backend: backend.name, workspace: spec.workspace, sandbox: sandbox, store: store)
