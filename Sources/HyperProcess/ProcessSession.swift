@@ -16,6 +16,7 @@ final class ProcessSession: SessionSandbox, @unchecked Sendable {
     private let initPid: Int32
     private let ended: HostEvent
     private let watcher: HostThread
+    private let outcome = Locked<SandboxExit?>(nil)
 
     init(backend: ProcessBackend, spec: SandboxSpec, facts: ProcessHostFacts, name: String, secrets: SandboxSecrets,
          hasEgress: Bool, sandbox: ProcessSandbox) throws(HyperError) {
@@ -29,8 +30,10 @@ final class ProcessSession: SessionSandbox, @unchecked Sendable {
         initPid = try sandbox.waitUntilStarted()
         let ended = try HostEvent()
         self.ended = ended
+        let outcome = self.outcome
         watcher = try HostThread.start {
-            _ = try? sandbox.wait()
+            let exit = try? sandbox.wait()
+            outcome.withLock { $0 = exit }
             ended.signal()
         }
     }
@@ -72,6 +75,8 @@ final class ProcessSession: SessionSandbox, @unchecked Sendable {
     func waitUntilEnded() {
         while HostSystem.waitReadable([ended.descriptor], milliseconds: -1) != [true] {}
     }
+
+    var hasTimedOut: Bool { outcome.value == .timedOut }
 
     /// The resident memory of every process in the sandbox's pid namespace.
     var memoryInUse: UInt64? {

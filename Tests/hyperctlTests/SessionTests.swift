@@ -75,6 +75,15 @@ struct SessionTests {
         #expect(!FileManager.default.fileExists(atPath: fixture.stateDirectory + "/work"))
     }
 
+    @Test func theTimeLimitEndsTheSandboxAndItsCommandsWith124() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        #expect(try fixture.hyperctl(["create", "--backend", "process", "--name", "brief", "--timeout", "1s"]).exitCode == 0)
+        let result = try fixture.hyperctl(["exec", "brief", "--", "sleep", "30"])
+        #expect(result.exitCode == 124, "\(result.errorOutput)")
+        #expect(try fixture.listing()["brief"]?.string("state") == "stopped")
+    }
+
     @Test func badNamesAndMissingSandboxesAre125WithAMessage() throws {
         let fixture = try SessionFixture()
         defer { fixture.cleanUp() }

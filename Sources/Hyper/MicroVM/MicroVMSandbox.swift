@@ -221,6 +221,9 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
     }
 
+    /// Whether the session thread has ended (`wait` then returns at once).
+    var hasEnded: Bool { HostSystem.waitReadable([ended.descriptor], milliseconds: 0) == [true] }
+
     /// Session mode: waits until the guest has the workspace and can run commands.
     public func waitUntilReady() throws(HyperError) {
         while HostSystem.waitReadable([ready.descriptor, ended.descriptor], milliseconds: -1).allSatisfy({ !$0 }) {}

@@ -27,6 +27,8 @@ public final class MicroVMSession: SessionSandbox, @unchecked Sendable {
 
     public func waitUntilEnded() { _ = try? sandbox.wait() }
 
+    public var hasTimedOut: Bool { sandbox.hasEnded && (try? sandbox.wait()) == .timedOut }
+
     /// The supervisor's resident memory: the VMM and the guest memory it has touched.
     public var memoryInUse: UInt64? {
         guard let status = HostSystem.readText("/proc/self/status"),

@@ -34,6 +34,8 @@ public protocol SessionSandbox: AnyObject, Sendable {
     func waitUntilEnded()
     /// The memory its processes use now, in bytes, when the backend can tell.
     var memoryInUse: UInt64? { get }
+    /// Whether the sandbox ended because its time limit passed (its commands then end with 124, as in `run`).
+    var hasTimedOut: Bool { get }
 }
 
 extension SessionCommand {

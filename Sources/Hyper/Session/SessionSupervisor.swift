@@ -160,7 +160,13 @@ public final class SessionSupervisor: @unchecked Sendable {
         }
         let result: JSONValue
         do {
-            let exit = try handle.wait()
+            var exit = try handle.wait()
+            // A command that the sandbox's time limit ended says so, as `run` would (the sandbox's own end may
+            // be reported a moment after its commands').
+            if exit == .signaled(9) {
+                for _ in 0..<50 where !sandbox.hasTimedOut { HostSystem.sleep(milliseconds: 20) }
+                if sandbox.hasTimedOut { exit = .timedOut }
+            }
             result = .object([("event", .string("ended")), ("code", .integer(exit.exitCode)), ("status", exit.summary)])
         } catch {
             result = Self.error(error.message)
