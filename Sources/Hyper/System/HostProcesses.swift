@@ -133,8 +133,11 @@ extension HostSystem {
         guard ftruncate(fd, off_t(size)) == 0 else { throw HostCallError(operation: "size", subject: "descriptor \(fd)", errorNumber: errno) }
     }
 
-    /// The host CPU's model, as a snapshot records it: vendor, family, model and stepping from /proc/cpuinfo.
-    public static func cpuIdentity() -> String {
+    /// The host CPU's model, as a snapshot records it: vendor, family, model and stepping from /proc/cpuinfo
+    /// (read once per process: the kernel takes a while to produce that file).
+    public static func cpuIdentity() -> String { hostCPUIdentity }
+
+    private static let hostCPUIdentity: String = {
         let text = readText("/proc/cpuinfo") ?? ""
         var fields: [String: String] = [:]
         for line in text.split(separator: "\n") {
@@ -144,7 +147,7 @@ extension HostSystem {
             fields[parts[0].trimmingCharacters()] = parts[1].trimmingCharacters()
         }
         return ["vendor_id", "cpu family", "model", "stepping"].map { fields[$0] ?? "?" }.joined(separator: " ")
-    }
+    }()
 }
 
 extension Substring {
