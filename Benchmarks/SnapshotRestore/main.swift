@@ -31,14 +31,20 @@ func machine(_ memory: GuestMemory, stopAfter count: Int) throws(HyperError) -> 
     return (vm, vcpu, bus, serial)
 }
 
-func cold() throws(HyperError) -> UInt64 {
-    let start = HostSystem.monotonicNanoseconds()
+/// Boots the counting guest cold and runs it until it printed `count` bytes; returns the machine.
+func bootCold(stopAfter count: Int) throws(HyperError) -> (GuestMemory, any VirtualMachine, any VirtualCPU, Serial16550) {
     let memory = try GuestMemory(size: memorySize)
     let entry = try GuestLoader.load(kernel: image, kernelName: "counting guest", initrd: nil, commandLine: "", into: memory, vcpus: 1, virtioDevices: [])
-    let (_, vcpu, bus, _) = try machine(memory, stopAfter: 1)
+    let (vm, vcpu, bus, serial) = try machine(memory, stopAfter: count)
     try vcpu.setSpecialRegisters(entry.specialRegisters)
     try vcpu.setRegisters(entry.registers)
     _ = try vcpu.run(bus: bus, deadline: nil)
+    return (memory, vm, vcpu, serial)
+}
+
+func cold() throws(HyperError) -> UInt64 {
+    let start = HostSystem.monotonicNanoseconds()
+    _ = try bootCold(stopAfter: 1)
     return HostSystem.monotonicNanoseconds() - start
 }
 
@@ -76,12 +82,7 @@ func shown(_ milliseconds: Double) -> String {
 
 do throws(HyperError) {
     // The snapshot: the guest stopped after 100 counts, written to a folder.
-    let memory = try GuestMemory(size: memorySize)
-    let entry = try GuestLoader.load(kernel: image, kernelName: "counting guest", initrd: nil, commandLine: "", into: memory, vcpus: 1, virtioDevices: [])
-    let (vm, vcpu, bus, serial) = try machine(memory, stopAfter: 100)
-    try vcpu.setSpecialRegisters(entry.specialRegisters)
-    try vcpu.setRegisters(entry.registers)
-    _ = try vcpu.run(bus: bus, deadline: nil)
+    let (memory, vm, vcpu, serial) = try bootCold(stopAfter: 100)
     let folder = "/tmp/hyperctl-snapshot-bench-\(HostSystem.processID)"
     HostSystem.removeQuietly(folder + "/memory")
     HostSystem.removeQuietly(folder + "/state")
