@@ -8,8 +8,8 @@ median of --repeat tries. Backends that cannot run here are listed as skipped, w
 
     Benchmarks/concurrency.py [--backends fake,process,kvm] [--counts 1,8,32] [--repeat 3] [--json FILE]
 """
-import argparse, json, shutil, statistics, sys, tempfile, time
-from sandboxes import backends, hyperctl_path, read_rss, sandbox_command, start_with_peak_rss
+import argparse, shutil, statistics, sys, tempfile, time
+from sandboxes import backends, hyperctl_path, print_table, read_rss, sandbox_command, start_with_peak_rss, write_json
 
 
 def one_try(hyperctl, backend, count, workspace):
@@ -47,17 +47,12 @@ def main():
             results.append({"backend": backend, "sandboxes": count, "all_done_ms": statistics.median(t for t, _ in tries),
                             "peak_rss_kib_per_sandbox": statistics.median(rss) if rss else None})
     shutil.rmtree(workspace)
-    print(f"{'backend':<10} {'N':>4} {'all done ms':>12} {'ms per sandbox':>15} {'peak RSS KiB/sandbox':>21}")
-    for row in results:
-        if "skipped" in row:
-            print(f"{row['backend']:<10} skipped: {row['skipped']}")
-            continue
+    def line(row):
         rss = f"{row['peak_rss_kib_per_sandbox']:.0f}" if row["peak_rss_kib_per_sandbox"] is not None else "-"
-        print(f"{row['backend']:<10} {row['sandboxes']:>4} {row['all_done_ms']:>12.1f} {row['all_done_ms'] / row['sandboxes']:>15.2f} {rss:>21}")
+        return f"{row['backend']:<10} {row['sandboxes']:>4} {row['all_done_ms']:>12.1f} {row['all_done_ms'] / row['sandboxes']:>15.2f} {rss:>21}"
+    print_table(results, f"{'backend':<10} {'N':>4} {'all done ms':>12} {'ms per sandbox':>15} {'peak RSS KiB/sandbox':>21}", line)
     print(f"medians of {args.repeat} tries; 'all done' runs from the first start to the last exit")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"results": results}, out, indent=2)
+    write_json(args.json, {"results": results})
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ per second. Backends that cannot run here are listed as skipped, with the reason
 
     Benchmarks/creation_rate.py [--backends fake,process,kvm] [--seconds 10] [--workers N] [--json FILE]
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
-from sandboxes import backends, hyperctl_path, sandbox_command
+import argparse, os, shutil, subprocess, sys, tempfile, time
+from sandboxes import backends, hyperctl_path, print_table, sandbox_command, write_json
 
 
 def sustain(argv, seconds, workers):
@@ -54,16 +54,10 @@ def main():
         results.append({"backend": backend, "sandboxes": finished, "failed": failed, "seconds": elapsed,
                         "per_second": finished / elapsed, "per_core_per_second": finished / elapsed / cores})
     shutil.rmtree(workspace)
-    print(f"{'backend':<10} {'per second':>11} {'per core/s':>11} {'finished':>9} {'failed':>7}")
-    for row in results:
-        if "skipped" in row:
-            print(f"{row['backend']:<10} skipped: {row['skipped']}")
-            continue
-        print(f"{row['backend']:<10} {row['per_second']:>11.1f} {row['per_core_per_second']:>11.1f} {row['sandboxes']:>9} {row['failed']:>7}")
+    print_table(results, f"{'backend':<10} {'per second':>11} {'per core/s':>11} {'finished':>9} {'failed':>7}",
+                lambda row: f"{row['backend']:<10} {row['per_second']:>11.1f} {row['per_core_per_second']:>11.1f} {row['sandboxes']:>9} {row['failed']:>7}")
     print(f"{cores} cores, {args.workers} sandboxes in flight; Firecracker publishes 5 microVMs per core per second")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"cores": cores, "results": results}, out, indent=2)
+    write_json(args.json, {"cores": cores, "results": results})
 
 
 if __name__ == "__main__":

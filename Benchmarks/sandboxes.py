@@ -50,3 +50,20 @@ def read_rss(path):
         words = output.read().split()
     os.remove(path)
     return int(words[-1]) if words and words[-1].isdigit() else None
+
+
+def print_table(results, header, format_row):
+    """Prints the header and one line per result; a skipped backend gets its reason instead."""
+    print(header)
+    for row in results:
+        if "skipped" in row:
+            print(f"{row['backend']:<10} skipped: {row['skipped']}")
+        else:
+            print(format_row(row))
+
+
+def write_json(path, document):
+    """Writes the results document to `path`, when one was asked for."""
+    if path:
+        with open(path, "w") as out:
+            json.dump(document, out, indent=2)

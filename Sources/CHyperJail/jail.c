@@ -70,7 +70,7 @@ enum {
     TAG_TIMEOUT_MS = 7, TAG_CGROUP_DIR = 8, TAG_CGROUP_WRITE = 9, TAG_CGROUP_PROCS = 10, TAG_RLIMIT = 11,
     TAG_HOSTNAME = 12, TAG_STDIN = 13, TAG_FILE = 14, TAG_SYMLINK = 15, TAG_UID = 16, TAG_GID = 17,
     TAG_CGROUP_KILL = 18, TAG_ID_BASE = 19, TAG_DIRECTORY = 20, TAG_TTY = 21, TAG_EGRESS_SOCKET = 22,
-    TAG_SESSION = 23, TAG_JOIN_PID = 24,
+    TAG_SESSION = 23, TAG_JOIN_PID = 24, TAG_EGRESS_PORT = 25,
 };
 
 struct record { uint32_t tag; uint32_t length; char *value; };
@@ -86,6 +86,7 @@ struct config {
     int forward_stdin;
     int tty;
     const char *egress_socket;  // The host proxy's socket inside the sandbox, or NULL for no network.
+    unsigned short egress_port; // Where the forwarder listens on the sandbox's 127.0.0.1.
     int session;                // Init keeps the namespaces alive and runs no command.
     pid_t join_pid;             // Join mode: the host pid of the running sandbox's init.
     unsigned inside_uid, inside_gid;
@@ -177,6 +178,7 @@ static void read_config(void) {
         case TAG_STDIN: cfg.forward_stdin = value[0] == '1'; break;
         case TAG_TTY: cfg.tty = value[0] == '1'; break;
         case TAG_EGRESS_SOCKET: cfg.egress_socket = value; break;
+        case TAG_EGRESS_PORT: cfg.egress_port = (unsigned short)strtoul(value, NULL, 10); break;
         case TAG_SESSION: cfg.session = value[0] == '1'; break;
         case TAG_JOIN_PID: cfg.join_pid = (pid_t)strtol(value, NULL, 10); break;
         case TAG_UID: cfg.inside_uid = (unsigned)strtoul(value, NULL, 10); break;
@@ -513,9 +515,8 @@ static int write_all(int fd, const char *data, ssize_t length) {
     return 0;
 }
 
-// MARK: - The egress forwarder: 127.0.0.1:3128 inside, relayed to the host proxy's Unix socket
+// MARK: - The egress forwarder: 127.0.0.1:PORT inside, relayed to the host proxy's Unix socket
 
-#define EGRESS_PORT 3128
 
 // Copies both ways between two sockets until both directions are done.
 static void relay_sockets(int a, int b) {
@@ -548,8 +549,8 @@ static void start_egress_forwarder(void) {
     if (listener < 0) die("create the egress listener");
     int one = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(EGRESS_PORT), .sin_addr = {htonl(INADDR_LOOPBACK)}};
-    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 64) != 0) die("listen on 127.0.0.1:3128");
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(cfg.egress_port), .sin_addr = {htonl(INADDR_LOOPBACK)}};
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || listen(listener, 64) != 0) die("listen on the egress port");
     pid_t forwarder = fork();
     if (forwarder < 0) die("start the egress forwarder");
     if (forwarder > 0) {
@@ -797,7 +798,10 @@ static void run_init(int go_fd, int result_fd, int helper_alive_fd) {
     if (sethostname(hostname, strlen(hostname)) != 0) die("set hostname");
     apply_rlimits();
     drop_privileges();
-    if (cfg.egress_socket) start_egress_forwarder();
+    if (cfg.egress_socket) {
+        if (cfg.egress_port == 0) die_message("an egress socket without a port");
+        start_egress_forwarder();
+    }
 
     if (cfg.session) keep_session(result_fd);
     dprintf(result_fd, "started %llu\n", (unsigned long long)monotonic_ns());

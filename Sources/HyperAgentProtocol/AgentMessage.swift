@@ -403,39 +403,46 @@ public struct FrameDecoder: Sendable {
     }
 }
 
-struct PayloadWriter {
-    var bytes: [UInt8] = []
+/// Little-endian fields as the protocol writes them: integers, `u32`-length-prefixed bytes and strings.
+/// Snapshot files use the same encoding.
+public struct PayloadWriter: Sendable {
+    public var bytes: [UInt8] = []
 
-    mutating func integer<T: FixedWidthInteger>(_ value: T) {
+    /// An empty payload.
+    public init() {}
+
+    public mutating func integer<T: FixedWidthInteger>(_ value: T) {
         for index in 0..<MemoryLayout<T>.size { bytes.append(UInt8(truncatingIfNeeded: value >> T(index * 8))) }
     }
 
-    mutating func data(_ data: [UInt8]) {
+    public mutating func data(_ data: [UInt8]) {
         integer(UInt32(data.count))
         bytes += data
     }
 
-    mutating func string(_ text: String) { data(Array(text.utf8)) }
+    public mutating func string(_ text: String) { data(Array(text.utf8)) }
 
-    mutating func strings(_ list: [String]) {
+    public mutating func strings(_ list: [String]) {
         integer(UInt32(list.count))
         for text in list { string(text) }
     }
 }
 
-struct PayloadReader {
+/// Reads what `PayloadWriter` wrote; every count is checked against what is left.
+public struct PayloadReader: Sendable {
     let bytes: ArraySlice<UInt8>
     var position: Int
 
-    init(bytes: ArraySlice<UInt8>) {
+    /// A reader over `bytes`.
+    public init(bytes: ArraySlice<UInt8>) {
         self.bytes = bytes
         position = bytes.startIndex
     }
 
-    var remaining: Int { bytes.endIndex - position }
-    var isAtEnd: Bool { remaining == 0 }
+    public var remaining: Int { bytes.endIndex - position }
+    public var isAtEnd: Bool { remaining == 0 }
 
-    mutating func integer<T: FixedWidthInteger>() throws(AgentProtocolError) -> T {
+    public mutating func integer<T: FixedWidthInteger>() throws(AgentProtocolError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw .malformed("truncated integer") }
         var value = T.zero
@@ -444,21 +451,21 @@ struct PayloadReader {
         return value
     }
 
-    mutating func data() throws(AgentProtocolError) -> [UInt8] {
+    public mutating func data() throws(AgentProtocolError) -> [UInt8] {
         let count: UInt32 = try integer()
         guard Int(count) <= remaining else { throw .malformed("a \(count)-byte field with \(remaining) bytes left") }
         defer { position += Int(count) }
         return Array(bytes[position..<(position + Int(count))])
     }
 
-    mutating func string() throws(AgentProtocolError) -> String {
+    public mutating func string() throws(AgentProtocolError) -> String {
         let raw = try data()
         guard let text = String(validating: raw, as: UTF8.self) else { throw .malformed("a string that is not UTF-8") }
         guard !raw.contains(0) else { throw .malformed("a string with a NUL byte") }
         return text
     }
 
-    mutating func strings() throws(AgentProtocolError) -> [String] {
+    public mutating func strings() throws(AgentProtocolError) -> [String] {
         let count: UInt32 = try integer()
         // Each string takes at least its four-byte length: a count beyond that is a lie.
         guard Int(count) <= remaining / 4 else { throw .malformed("a list of \(count) strings with \(remaining) bytes left") }

@@ -10,7 +10,7 @@ public struct JailConfig: Equatable, Sendable {
     enum Tag: UInt32 {
         case argument = 1, environment, workingDirectory, bind, readOnlyPath, seccomp, timeoutMilliseconds
         case cgroupDirectory, cgroupWrite, cgroupProcs, resourceLimit, hostname, forwardStdin, file, symlink
-        case uid, gid, cgroupKill, idBase, directory, tty, egressSocket, session, joinPid
+        case uid, gid, cgroupKill, idBase, directory, tty, egressSocket, session, joinPid, egressPort
     }
 
     /// A bind mount of a host path into the sandbox.
@@ -45,8 +45,9 @@ public struct JailConfig: Equatable, Sendable {
     public var forwardStdin = false
     /// Whether the command gets a terminal of the sandbox's own devpts, relayed to the host streams.
     public var tty = false
-    /// The egress proxy's socket inside the sandbox: the helper then forwards 127.0.0.1:3128 to it.
+    /// The egress proxy's socket inside the sandbox: the helper then forwards 127.0.0.1:`egressPort` to it.
     public var egressSocket: String?
+    public var egressPort: UInt16 = EgressProxy.sandboxPort
     /// A session sandbox: init runs no command and keeps the namespaces alive for commands joined later.
     public var session = false
     /// Join mode: the host pid of a running session's init, whose sandbox the command enters.
@@ -82,7 +83,10 @@ public struct JailConfig: Equatable, Sendable {
         record(.hostname, [hostname])
         record(.forwardStdin, [forwardStdin ? "1" : "0"])
         record(.tty, [tty ? "1" : "0"])
-        if let egressSocket { record(.egressSocket, [egressSocket]) }
+        if let egressSocket {
+            record(.egressSocket, [egressSocket])
+            record(.egressPort, [String(egressPort)])
+        }
         if session { record(.session, ["1"]) }
         if let joinPid { record(.joinPid, [String(joinPid)]) }
         record(.uid, [String(uid)])

@@ -24,19 +24,17 @@ public struct JailPlanner: Sendable {
 
     /// Where the egress proxy's socket appears inside the sandbox.
     public static let egressSocketInside = "/run/hyperctl/egress.sock"
-    /// The proxy address the command's environment names: the helper's forwarder on the sandbox's loopback.
-    public static let egressProxyURL = EgressProxy.sandboxURL
 
     /// Returns the helper configuration for a spec. With `egressSocket` (the host path of the egress proxy's
-    /// socket), the socket is bound into the sandbox, the helper forwards 127.0.0.1:3128 to it, and the
-    /// command's environment names that proxy.
+    /// socket), the socket is bound into the sandbox, the helper forwards `EgressProxy.sandboxURL` to it, and
+    /// the command's environment names that proxy.
     /// Each of `secrets` becomes a read-only file in `/run/secrets` of the sandbox's read-only root (holding
     /// the placeholder for an injected secret, which also goes into the command's environment).
     public func plan(_ spec: SandboxSpec, facts: ProcessHostFacts, sandboxName: String, egressSocket: String? = nil,
                      secrets: SandboxSecrets = SandboxSecrets()) -> JailConfig {
         var config = JailConfig()
         config.argv = spec.command
-        let proxyEnvironment = egressSocket == nil ? [] : EgressProxy.clientEnvironment(url: Self.egressProxyURL)
+        let proxyEnvironment = egressSocket == nil ? [] : EgressProxy.clientEnvironment(url: EgressProxy.sandboxURL)
         config.environment = spec.commandEnvironment(adding: proxyEnvironment + secrets.placeholderEnvironment)
         config.workingDirectory = spec.workingDirectory ?? spec.workspace
         config.forwardStdin = spec.interactive

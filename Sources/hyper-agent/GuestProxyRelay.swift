@@ -7,15 +7,9 @@ import HyperAgentProtocol
 /// direction keeps at most `AgentProtocol.connectionWindow` bytes unacknowledged.
 final class GuestProxyRelay {
     private struct Connection {
+        /// The client's socket.
         var fd: Int32
-        /// Bytes from the host still to be written to the client.
-        var pending: [UInt8] = []
-        /// Bytes sent to the host that it has not acknowledged.
-        var unacknowledged = 0
-        /// The client ended its side; `connectionClose` went to the host.
-        var clientClosed = false
-        /// The host sends nothing more.
-        var hostClosed = false
+        var flow = ConnectionFlow()
     }
 
     private let listener: Int32
@@ -34,8 +28,8 @@ final class GuestProxyRelay {
         var list: [(Int32, Int16)] = [(listener, Int16(POLLIN))]
         for connection in connections.values {
             var events: Int16 = 0
-            if !connection.clientClosed && connection.unacknowledged < AgentProtocol.connectionWindow { events |= Int16(POLLIN) }
-            if !connection.pending.isEmpty { events |= Int16(POLLOUT) }
+            if connection.flow.mayRead { events |= Int16(POLLIN) }
+            if !connection.flow.pending.isEmpty { events |= Int16(POLLOUT) }
             list.append((connection.fd, events))
         }
         return list
@@ -57,22 +51,17 @@ final class GuestProxyRelay {
     func handle(_ message: AgentMessage) throws(AgentError) {
         switch message {
         case let .connectionData(id, bytes):
-            guard var connection = connections[id], !connection.hostClosed else {
-                throw AgentError.protocolViolation("data on connection \(id), which is not open")
-            }
-            guard connection.pending.count + bytes.count <= AgentProtocol.connectionWindow else {
-                throw AgentError.protocolViolation("connection \(id) sent beyond its window")
-            }
-            connection.pending += bytes
+            guard var connection = connections[id] else { throw AgentError.protocolViolation("data on connection \(id), which is not open") }
+            do { try connection.flow.receive(bytes, connection: id) } catch { throw AgentError.transfer(error) }
             connections[id] = connection
             flush(id)
         case let .connectionAcknowledge(id, count):
             guard var connection = connections[id] else { return }
-            connection.unacknowledged -= min(Int(count), connection.unacknowledged)
+            connection.flow.acknowledged(count)
             connections[id] = connection
         case let .connectionClose(id):
             guard var connection = connections[id] else { return }
-            connection.hostClosed = true
+            connection.flow.peerDidClose()
             connections[id] = connection
             flush(id)
         default:
@@ -94,8 +83,8 @@ final class GuestProxyRelay {
     private func flush(_ id: UInt32) {
         guard var connection = connections[id] else { return }
         var written = 0
-        while written < connection.pending.count {
-            let count = GuestSystem.send(connection.fd, connection.pending, from: written)
+        while written < connection.flow.pending.count {
+            let count = GuestSystem.send(connection.fd, connection.flow.pending, from: written)
             if count > 0 {
                 written += count
                 continue
@@ -103,29 +92,26 @@ final class GuestProxyRelay {
             if count < 0 && errno == EINTR { continue }
             if count < 0 && errno == EAGAIN { break }
             // The client is gone: drop what waits for it (acknowledged, so the host is not held up).
-            written = connection.pending.count
-            if !connection.clientClosed {
-                connection.clientClosed = true
+            written = connection.flow.pending.count
+            if !connection.flow.localClosed {
+                connection.flow.localClosed = true
                 send(.connectionClose(id))
             }
         }
-        if written > 0 {
-            connection.pending.removeFirst(written)
-            send(.connectionAcknowledge(id, UInt32(written)))
-        }
-        if connection.hostClosed && connection.pending.isEmpty { _ = shutdown(connection.fd, Int32(SHUT_WR)) }
+        if let acknowledgement = connection.flow.wrote(written, connection: id) { send(acknowledgement) }
+        if connection.flow.peerClosed && connection.flow.pending.isEmpty { _ = shutdown(connection.fd, Int32(SHUT_WR)) }
         connections[id] = connection
         finishIfDone(id)
     }
 
     private func receive(_ id: UInt32) {
-        guard var connection = connections[id], !connection.clientClosed else { return }
+        guard var connection = connections[id], !connection.flow.localClosed else { return }
         let bytes = GuestSystem.read(connection.fd, count: AgentProtocol.chunkSize)
         if let bytes, !bytes.isEmpty {
-            connection.unacknowledged += bytes.count
+            connection.flow.sent(bytes.count)
             send(.connectionData(id, bytes))
         } else if bytes != nil || (errno != EAGAIN && errno != EINTR) {
-            connection.clientClosed = true
+            connection.flow.localClosed = true
             send(.connectionClose(id))
         }
         connections[id] = connection
@@ -133,7 +119,7 @@ final class GuestProxyRelay {
     }
 
     private func finishIfDone(_ id: UInt32) {
-        guard let connection = connections[id], connection.clientClosed, connection.hostClosed, connection.pending.isEmpty else { return }
+        guard let connection = connections[id], connection.flow.isFinished else { return }
         close(connection.fd)
         connections[id] = nil
     }

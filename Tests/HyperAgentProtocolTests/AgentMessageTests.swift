@@ -78,3 +78,32 @@ struct AgentMessageTests {
         #expect(errors > 1000)
     }
 }
+
+@Suite("Proxied connections' flow control")
+struct ConnectionFlowTests {
+    @Test func theWindowBoundsWhatEachSideHoldsAndSends() throws {
+        var flow = ConnectionFlow()
+        try flow.receive([UInt8](repeating: 1, count: AgentProtocol.connectionWindow), connection: 7)
+        #expect(throws: AgentProtocolError.self) { try flow.receive([1], connection: 7) }
+        #expect(flow.wrote(1000, connection: 7) == .connectionAcknowledge(7, 1000))
+        #expect(flow.wrote(0, connection: 7) == nil)
+        try flow.receive([UInt8](repeating: 2, count: 1000), connection: 7)
+        flow.sent(AgentProtocol.connectionWindow)
+        #expect(!flow.mayRead)
+        flow.acknowledged(1)
+        #expect(flow.mayRead)
+        flow.acknowledged(UInt32.max)  // More than was sent is clamped, not wrapped.
+        #expect(flow.unacknowledged == 0)
+    }
+
+    @Test func aConnectionEndsWhenBothSidesClosedAndAllWasWritten() throws {
+        var flow = ConnectionFlow()
+        try flow.receive([1, 2, 3], connection: 1)
+        flow.peerDidClose()
+        #expect(throws: AgentProtocolError.self) { try flow.receive([4], connection: 1) }
+        flow.localClosed = true
+        #expect(!flow.isFinished && !flow.mayRead)
+        _ = flow.wrote(3, connection: 1)
+        #expect(flow.isFinished)
+    }
+}

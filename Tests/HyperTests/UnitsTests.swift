@@ -36,4 +36,12 @@ struct UnitsTests {
         #expect(Units.formatDuration(.milliseconds(1500)) == "1500ms")
         #expect(Units.formatDuration(.seconds(300)) == "5m")
     }
+
+    @Test func roundedSizesHaveOneDecimal() {
+        #expect(Units.formatRoundedSize(512) == "512B")
+        #expect(Units.formatRoundedSize(3572 << 10) == "3.5M")
+        #expect(Units.formatRoundedSize(50_541_363) == "48.2M")
+        #expect(Units.formatRoundedSize(1536) == "1.5K")
+        #expect(Units.formatRoundedSize(1 << 30) == "1.0G")
+    }
 }

@@ -84,6 +84,17 @@ struct SessionTests {
         #expect(try fixture.listing()["brief"]?.string("state") == "stopped")
     }
 
+    @Test func stopKillsWhatIgnoresSIGTERMAfterTheGracePeriod() throws {
+        let fixture = try SessionFixture()
+        defer { fixture.cleanUp() }
+        #expect(try fixture.hyperctl(["create", "--backend", "process", "--name", "stubborn"]).exitCode == 0)
+        // A background process that ignores SIGTERM outlives its exec; only the kill after the grace ends it.
+        #expect(try fixture.hyperctl(["exec", "stubborn", "--", "sh", "-c", "trap '' TERM; sleep 300 >/dev/null 2>&1 &"]).exitCode == 0)
+        let stopped = try fixture.hyperctl(["stop", "--time", "1", "stubborn"])
+        #expect(stopped.exitCode == 0 && stopped.output == "stubborn\n", "\(stopped.errorOutput)")
+        #expect(try fixture.listing()["stubborn"]?.string("state") == "stopped")
+    }
+
     @Test func badNamesAndMissingSandboxesAre125WithAMessage() throws {
         let fixture = try SessionFixture()
         defer { fixture.cleanUp() }
@@ -178,23 +189,12 @@ struct SessionTests {
         try tmux(server, ["new-session", "-d", "-s", "sandbox", "-x", "100", "-y", "30",
                           "HYPERCTL_STATE_DIR=\(fixture.stateDirectory) \(hyperctlBinary) exec -it term -- sh; echo $? > \(exitFile); sleep 30"])
         try tmux(server, ["send-keys", "-t", "sandbox", "echo typed-$((6*7)); stty size", "Enter"])
-        var screen = ""
-        for _ in 0..<100 {
-            screen = try tmux(server, ["capture-pane", "-t", "sandbox", "-p"])
-            if screen.contains("30 100") { break }
-            usleep(50_000)
-        }
+        let screen = try tmuxScreen(server, contains: "30 100")
         #expect(screen.contains("typed-42") && screen.contains("30 100"), "\(screen)")
         try tmux(server, ["resize-window", "-t", "sandbox", "-x", "120", "-y", "40"])
         usleep(200_000)
         try tmux(server, ["send-keys", "-t", "sandbox", "stty size; exit 4", "Enter"])
-        var status = ""
-        for _ in 0..<100 {
-            status = (try? String(contentsOfFile: exitFile, encoding: .utf8)) ?? ""
-            if status.hasSuffix("\n") { break }
-            usleep(50_000)
-        }
-        #expect(status == "4\n")
-        #expect(try tmux(server, ["capture-pane", "-t", "sandbox", "-p"]).contains("40 120"))
+        #expect(exitStatus(writtenTo: exitFile) == "4\n")
+        #expect(try tmuxScreen(server, contains: "40 120").contains("40 120"))
     }
 }

@@ -19,22 +19,33 @@ func tmux(_ server: String, _ arguments: [String]) throws -> String {
     return (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
 }
 
+/// Polls a tmux pane named `sandbox` until `text` appears; returns the screen.
+func tmuxScreen(_ server: String, contains text: String) throws -> String {
+    var captured = ""
+    for _ in 0..<100 {
+        captured = try tmux(server, ["capture-pane", "-t", "sandbox", "-p"])
+        if captured.contains(text) { break }
+        usleep(50_000)
+    }
+    return captured
+}
+
+/// Waits until the file a pane's shell writes an exit code to holds a whole line; returns it.
+func exitStatus(writtenTo path: String) -> String {
+    var status = ""
+    for _ in 0..<100 {
+        status = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        if status.hasSuffix("\n") { break }
+        usleep(50_000)
+    }
+    return status
+}
+
 @Suite("Interactive terminals", .serialized,
        .enabled(if: tmuxAvailable, "needs tmux to drive a real terminal"),
        .enabled(if: hyperctlBinaryExists, "needs the hyperctl binary"),
        .enabled(if: ProcessBackend().probe().isAvailable, "needs user namespaces and seccomp"))
 struct TerminalTests {
-    /// Polls the pane until `text` appears, returning the screen.
-    func screen(_ server: String, contains text: String) throws -> String {
-        var captured = ""
-        for _ in 0..<100 {
-            captured = try tmux(server, ["capture-pane", "-t", "sandbox", "-p"])
-            if captured.contains(text) { break }
-            usleep(50_000)
-        }
-        return captured
-    }
-
     @Test func shellInATerminalEchoesInputFollowsResizesAndReturnsItsExitCode() throws {
         let server = "hyperctl-test-\(getpid())"
         let exitFile = NSTemporaryDirectory() + "hyperctl-tmux-exit-\(UUID().uuidString)"
@@ -46,20 +57,14 @@ struct TerminalTests {
         try tmux(server, ["new-session", "-d", "-s", "sandbox", "-x", "100", "-y", "30",
                           "\(hyperctlBinary) run --backend process -it -- sh; echo $? > \(exitFile); sleep 30"])
         try tmux(server, ["send-keys", "-t", "sandbox", "echo typed-$((6*7)); stty size", "Enter"])
-        let first = try screen(server, contains: "30 100")
+        let first = try tmuxScreen(server, contains: "30 100")
         #expect(first.contains("typed-42"))
         #expect(first.contains("30 100"))
         try tmux(server, ["resize-window", "-t", "sandbox", "-x", "120", "-y", "40"])
         usleep(200_000)
         try tmux(server, ["send-keys", "-t", "sandbox", "stty size", "Enter"])
-        #expect(try screen(server, contains: "40 120").contains("40 120"), "the new window size did not reach the sandbox")
+        #expect(try tmuxScreen(server, contains: "40 120").contains("40 120"), "the new window size did not reach the sandbox")
         try tmux(server, ["send-keys", "-t", "sandbox", "exit 5", "Enter"])
-        var status = ""
-        for _ in 0..<100 {
-            status = (try? String(contentsOfFile: exitFile, encoding: .utf8)) ?? ""
-            if status.hasSuffix("\n") { break }
-            usleep(50_000)
-        }
-        #expect(status == "5\n")
+        #expect(exitStatus(writtenTo: exitFile) == "5\n")
     }
 }

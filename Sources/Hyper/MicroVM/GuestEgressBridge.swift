@@ -13,16 +13,9 @@ import HyperAgentProtocol
 final class GuestEgressBridge: @unchecked Sendable {
     /// One connection, as the bridge thread sees it.
     private struct Connection {
-        /// The bridge's end of the socket pair.
+        /// The bridge's end of the socket pair; -1 for a connection refused at its open.
         var local: Int32
-        /// Bytes from the guest still to be written to the proxy.
-        var pending: [UInt8] = []
-        /// Bytes sent to the guest that it has not acknowledged.
-        var unacknowledged = 0
-        /// The guest sends nothing more.
-        var guestClosed = false
-        /// The proxy side ended; `connectionClose` went to the guest.
-        var localClosed = false
+        var flow = ConnectionFlow()
     }
 
     private let proxy: EgressProxy
@@ -70,8 +63,8 @@ final class GuestEgressBridge: @unchecked Sendable {
             for id in ids {
                 guard let connection = connections[id] else { continue }
                 var events: Int16 = 0
-                if !connection.localClosed && connection.unacknowledged < AgentProtocol.connectionWindow { events |= Int16(POLLIN) }
-                if !connection.pending.isEmpty { events |= Int16(POLLOUT) }
+                if connection.flow.mayRead { events |= Int16(POLLIN) }
+                if !connection.flow.pending.isEmpty { events |= Int16(POLLOUT) }
                 watched.append((connection.local, events))
             }
             let seen = HostSystem.waitEvents(watched, milliseconds: -1)
@@ -99,30 +92,28 @@ final class GuestEgressBridge: @unchecked Sendable {
             guard connections.count < AgentProtocol.maximumConnections,
                   let (local, remote) = try? HostSockets.socketPair() else {
                 send(.connectionClose(id))  // Refused: the guest closes its client.
-                connections[id] = Connection(local: -1, guestClosed: false, localClosed: true)
+                var refused = Connection(local: -1)
+                refused.flow.localClosed = true
+                connections[id] = refused
                 return
             }
             connections[id] = Connection(local: local)
             proxy.serve(connection: remote)
         case let .connectionData(id, bytes):
-            guard var connection = connections[id], !connection.guestClosed else { return refuse("data on connection \(id), which is not open") }
-            guard connection.pending.count + bytes.count <= AgentProtocol.connectionWindow else {
-                return refuse("connection \(id) sent beyond its window")
+            guard var connection = connections[id] else { return refuse("data on connection \(id), which is not open") }
+            do { try connection.flow.receive(bytes, connection: id) } catch { return refuse("\(error)") }
+            if connection.local < 0, let acknowledgement = connection.flow.wrote(bytes.count, connection: id) {
+                send(acknowledgement)  // A refused connection: dropped.
             }
-            if connection.local < 0 {
-                send(.connectionAcknowledge(id, UInt32(bytes.count)))  // A refused connection: dropped.
-                return
-            }
-            connection.pending += bytes
             connections[id] = connection
             flush(id)
         case let .connectionAcknowledge(id, count):
             guard var connection = connections[id] else { return }  // Late, after the connection ended.
-            connection.unacknowledged -= min(Int(count), connection.unacknowledged)
+            connection.flow.acknowledged(count)
             connections[id] = connection
         case let .connectionClose(id):
             guard var connection = connections[id] else { return refuse("close of connection \(id), which is not open") }
-            connection.guestClosed = true
+            connection.flow.peerDidClose()
             connections[id] = connection
             flush(id)
         default:
@@ -133,33 +124,25 @@ final class GuestEgressBridge: @unchecked Sendable {
     /// Writes what the proxy takes of the pending bytes, acknowledging them; passes the guest's close on.
     private func flush(_ id: UInt32) {
         guard var connection = connections[id], connection.local >= 0 else { return finishIfDone(id) }
-        if !connection.pending.isEmpty {
-            do {
-                let sent = try HostSockets.sendAvailable(connection.local, connection.pending[...])
-                if sent > 0 {
-                    connection.pending.removeFirst(sent)
-                    send(.connectionAcknowledge(id, UInt32(sent)))
-                }
-            } catch {
-                // The proxy side is gone: drop what waits, acknowledged so the guest is not held up.
-                send(.connectionAcknowledge(id, UInt32(connection.pending.count)))
-                connection.pending = []
-            }
+        if !connection.flow.pending.isEmpty {
+            // The proxy side gone, what waits is dropped, acknowledged so the guest is not held up.
+            let written = (try? HostSockets.sendAvailable(connection.local, connection.flow.pending[...])) ?? connection.flow.pending.count
+            if let acknowledgement = connection.flow.wrote(written, connection: id) { send(acknowledgement) }
         }
-        if connection.guestClosed && connection.pending.isEmpty { HostSockets.shutdownWrite(connection.local) }
+        if connection.flow.peerClosed && connection.flow.pending.isEmpty { HostSockets.shutdownWrite(connection.local) }
         connections[id] = connection
         finishIfDone(id)
     }
 
     /// Sends the guest what the proxy wrote; at its end, the close.
     private func receive(_ id: UInt32) {
-        guard var connection = connections[id], connection.local >= 0, !connection.localClosed else { return }
+        guard var connection = connections[id], connection.local >= 0, !connection.flow.localClosed else { return }
         let bytes = (try? HostSystem.readSome(connection.local, count: AgentProtocol.chunkSize)) ?? []
         if bytes.isEmpty {
-            connection.localClosed = true
+            connection.flow.localClosed = true
             send(.connectionClose(id))
         } else {
-            connection.unacknowledged += bytes.count
+            connection.flow.sent(bytes.count)
             send(.connectionData(id, bytes))
         }
         connections[id] = connection
@@ -167,7 +150,7 @@ final class GuestEgressBridge: @unchecked Sendable {
     }
 
     private func finishIfDone(_ id: UInt32) {
-        guard let connection = connections[id], connection.guestClosed, connection.localClosed, connection.pending.isEmpty else { return }
+        guard let connection = connections[id], connection.flow.isFinished else { return }
         if connection.local >= 0 { HostSystem.closeDescriptor(connection.local) }
         connections[id] = nil
     }

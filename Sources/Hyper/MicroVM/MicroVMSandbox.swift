@@ -210,7 +210,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         requests.withLock { $0.append(request) }
         wake.signal()
         // The session thread takes no more requests once the sandbox has ended.
-        if HostSystem.waitReadable([ended.descriptor], milliseconds: 0) == [true] {
+        if hasEnded {
             failPendingCommands(HyperError(.phaseFailed, "the sandbox has ended"))
         }
     }
@@ -348,8 +348,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             let until = [deadline, collectDeadline, idleDeadline, stopDeadline, limit == nil && stage < .serving ? bootDeadline : nil].compactMap { $0 }.min()
             let milliseconds = until.map { Int32(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
             // Each command's stdin is read only while the guest keeps up with it.
-            let acceptsInput = consoleBacklog() < Self.inputWindow
-            let inputs = running.values.filter { $0.inputOpen && $0.started && acceptsInput }.map { ($0.command.id, $0.command.streams.input) }
+            var inputs = running.values.filter { $0.inputOpen && $0.started }.map { ($0.command.id, $0.command.streams.input) }
+            if !inputs.isEmpty, consoleBacklog() >= Self.inputWindow { inputs = [] }
             var watched = [wake.descriptor]
             if let signals { watched.append(signals.descriptor) }
             watched += inputs.map(\.1)

@@ -62,6 +62,16 @@ public enum Units {
         return "\(bytes)"
     }
 
+    /// Returns a size rounded for people to read (`512B`, `3.5K`, `48.2M`, `1.1G`): one decimal in the
+    /// largest unit that keeps the number at 1 or above. Not for parsing back; `formatSize` is exact.
+    public static func formatRoundedSize(_ bytes: UInt64) -> String {
+        for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] where bytes >= UInt64(1) << shift {
+            let tenths = (bytes * 10 + (UInt64(1) << (shift - 1))) >> UInt64(shift)
+            return "\(tenths / 10).\(tenths % 10)\(suffix)"
+        }
+        return "\(bytes)B"
+    }
+
     /// Returns a duration in the most natural unit (`500ms`, `30s`, `5m`).
     public static func formatDuration(_ duration: Duration) -> String {
         let nanoseconds = duration.nanoseconds

@@ -1,3 +1,5 @@
+import HyperAgentProtocol
+
 /// A machine saved whole: guest memory, the VM's and each vCPU's accelerator state, and the devices' state,
 /// all plain values. `write(to:)` puts it in a folder: `memory` (the guest's RAM, sparse where it is zero) and
 /// `state` (everything else, versioned and checksummed, with the hyperctl release and the host CPU's
@@ -85,7 +87,7 @@ public struct MachineSnapshot: Equatable, Sendable {
 
     /// `HYPRSNAP`, u32 format version, u64 payload length, the payload, u32 CRC-32 of everything before it.
     var encoded: [UInt8] {
-        var payload = SnapshotWriter()
+        var payload = PayloadWriter()
         payload.string(release)
         payload.string(cpuIdentity)
         payload.integer(memorySize)
@@ -95,103 +97,76 @@ public struct MachineSnapshot: Equatable, Sendable {
         payload.integer(UInt32(devices.count))
         for name in devices.keys.sorted() {
             payload.string(name)
-            payload.bytes(devices[name] ?? [])
+            payload.data(devices[name] ?? [])
         }
-        var file = SnapshotWriter()
-        file.raw(Self.magic)
+        var file = PayloadWriter()
+        file.bytes = Self.magic
         file.integer(Self.formatVersion)
-        file.integer(UInt64(payload.output.count))
-        file.raw(payload.output)
-        file.integer(CRC32.checksum(file.output))
-        return file.output
+        file.integer(UInt64(payload.bytes.count))
+        file.bytes += payload.bytes
+        file.integer(CRC32.checksum(file.bytes))
+        return file.bytes
     }
 
     static func decode(_ bytes: [UInt8], folder: String) throws(HyperError) -> MachineSnapshot {
         func refuse(_ why: String) -> HyperError { HyperError(.invalidArgument, "snapshot \(folder) is refused: \(why)") }
         guard bytes.count >= 24, Array(bytes[0..<8]) == magic else { throw refuse("its state file is not a hyperctl snapshot") }
-        var header = SnapshotReader(bytes[8..<20])
-        guard let version: UInt32 = header.integer(), let length: UInt64 = header.integer() else { throw refuse("its header is cut short") }
+        var header = PayloadReader(bytes: bytes[8..<20])
+        var trailer = PayloadReader(bytes: bytes[(bytes.count - 4)...])
+        let version: UInt32, length: UInt64, checksum: UInt32
+        do {
+            version = try header.integer()
+            length = try header.integer()
+            checksum = try trailer.integer()
+        } catch {
+            throw refuse("its header is cut short")
+        }
         guard version == formatVersion else { throw refuse("format version \(version); this hyperctl reads version \(formatVersion)") }
         guard length == UInt64(bytes.count - 24) else { throw refuse("its state file is truncated or has extra bytes") }
-        var trailer = SnapshotReader(bytes[(bytes.count - 4)...])
-        guard let checksum: UInt32 = trailer.integer(), checksum == CRC32.checksum(Array(bytes[..<(bytes.count - 4)])) else {
+        guard checksum == CRC32.checksum(Array(bytes[..<(bytes.count - 4)])) else {
             throw refuse("its checksum does not match (the state file is corrupt)")
         }
-        var reader = SnapshotReader(bytes[20..<(bytes.count - 4)])
-        guard let release = reader.string(), let cpu = reader.string(), let memorySize: UInt64 = reader.integer(),
-              let machine = reader.state(), let vcpuCount: UInt32 = reader.integer(), vcpuCount >= 1, vcpuCount <= 256 else {
-            throw refuse("its state is malformed")
+        var reader = PayloadReader(bytes: bytes[20..<(bytes.count - 4)])
+        do {
+            let release = try reader.string()
+            let cpu = try reader.string()
+            let memorySize: UInt64 = try reader.integer()
+            let machine = try reader.state()
+            let vcpuCount: UInt32 = try reader.integer()
+            guard vcpuCount >= 1, vcpuCount <= 256 else { throw refuse("it has \(vcpuCount) vCPUs") }
+            var vcpus: [AcceleratorState] = []
+            for _ in 0..<vcpuCount { vcpus.append(try reader.state()) }
+            let deviceCount: UInt32 = try reader.integer()
+            guard deviceCount <= 64 else { throw refuse("it has \(deviceCount) devices") }
+            var devices: [String: [UInt8]] = [:]
+            for _ in 0..<deviceCount {
+                let name = try reader.string()
+                devices[name] = try reader.data()
+            }
+            guard reader.isAtEnd else { throw refuse("its state has trailing bytes") }
+            var snapshot = MachineSnapshot(memorySize: memorySize, machine: machine, vcpus: vcpus, devices: devices)
+            snapshot.release = release
+            snapshot.cpuIdentity = cpu
+            return snapshot
+        } catch let error as HyperError {
+            throw error
+        } catch {
+            throw refuse("its state is malformed (\(error))")
         }
-        var vcpus: [AcceleratorState] = []
-        for _ in 0..<vcpuCount {
-            guard let vcpu = reader.state() else { throw refuse("its vCPU state is malformed") }
-            vcpus.append(vcpu)
-        }
-        guard let deviceCount: UInt32 = reader.integer(), deviceCount <= 64 else { throw refuse("its device state is malformed") }
-        var devices: [String: [UInt8]] = [:]
-        for _ in 0..<deviceCount {
-            guard let name = reader.string(), let state = reader.bytes() else { throw refuse("its device state is malformed") }
-            devices[name] = state
-        }
-        guard reader.isAtEnd else { throw refuse("its state has trailing bytes") }
-        var snapshot = MachineSnapshot(memorySize: memorySize, machine: machine, vcpus: vcpus, devices: devices)
-        snapshot.release = release
-        snapshot.cpuIdentity = cpu
-        return snapshot
     }
 }
 
-/// Little-endian fields for the snapshot state file.
-struct SnapshotWriter {
-    var output: [UInt8] = []
-
-    mutating func raw(_ bytes: [UInt8]) { output += bytes }
-    mutating func integer<T: FixedWidthInteger>(_ value: T) {
-        for index in 0..<MemoryLayout<T>.size { output.append(UInt8(truncatingIfNeeded: value >> T(index * 8))) }
-    }
-    mutating func bytes(_ bytes: [UInt8]) {
-        integer(UInt64(bytes.count))
-        output += bytes
-    }
-    mutating func string(_ text: String) { bytes(Array(text.utf8)) }
+extension PayloadWriter {
+    /// An accelerator state: its accelerator's name, then its bytes.
     mutating func state(_ state: AcceleratorState) {
         string(state.accelerator)
-        bytes(state.bytes)
+        data(state.bytes)
     }
 }
 
-/// Reads what `SnapshotWriter` wrote; every length is checked against what is left (nil when it lies).
-struct SnapshotReader {
-    private let data: ArraySlice<UInt8>
-    private var position: Int
-
-    init(_ data: ArraySlice<UInt8>) {
-        self.data = data
-        position = data.startIndex
-    }
-
-    var isAtEnd: Bool { position == data.endIndex }
-
-    mutating func integer<T: FixedWidthInteger>() -> T? {
-        let size = MemoryLayout<T>.size
-        guard data.endIndex - position >= size else { return nil }
-        var value = T.zero
-        for index in 0..<size { value |= T(truncatingIfNeeded: data[position + index]) << T(index * 8) }
-        position += size
-        return value
-    }
-
-    mutating func bytes() -> [UInt8]? {
-        guard let count: UInt64 = integer(), count <= UInt64(data.endIndex - position) else { return nil }
-        defer { position += Int(count) }
-        return Array(data[position..<(position + Int(count))])
-    }
-
-    mutating func string() -> String? { bytes().flatMap { String(validating: $0, as: UTF8.self) } }
-
-    mutating func state() -> AcceleratorState? {
-        guard let accelerator = string(), let bytes = bytes() else { return nil }
-        return AcceleratorState(accelerator: accelerator, bytes: bytes)
+extension PayloadReader {
+    mutating func state() throws(AgentProtocolError) -> AcceleratorState {
+        AcceleratorState(accelerator: try string(), bytes: try data())
     }
 }
 

@@ -114,24 +114,23 @@ public enum HostSockets {
     public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(HostCallError) {
         var offset = 0
         while offset < bytes.count {
-            // SAFETY: the pointer covers bytes[offset...] and is only used during the call.
-            let sent = unsafe bytes.withUnsafeBytes { unsafe send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
-            if sent < 0 {
-                if errno == EINTR { continue }
-                throw HostCallError(operation: "send on", subject: "a socket", errorNumber: errno)
-            }
-            offset += sent
+            offset += try sendOnce(fd, bytes[offset...], flags: Int32(MSG_NOSIGNAL)) ?? 0
         }
     }
 
     /// Sends what the socket takes now without blocking: the count sent, 0 when its buffer is full.
     public static func sendAvailable(_ fd: Int32, _ bytes: ArraySlice<UInt8>) throws(HostCallError) -> Int {
+        try sendOnce(fd, bytes, flags: Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) ?? 0
+    }
+
+    /// One `send` (retried on EINTR): the count sent, or nil when a non-blocking send would block.
+    private static func sendOnce(_ fd: Int32, _ bytes: ArraySlice<UInt8>, flags: Int32) throws(HostCallError) -> Int? {
         while true {
-            // SAFETY: send reads at most `bytes.count` bytes from the slice's contiguous storage.
-            let sent = unsafe bytes.withUnsafeBytes { unsafe send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            // SAFETY: send reads at most `bytes.count` bytes from the slice's contiguous storage during the call.
+            let sent = unsafe bytes.withUnsafeBytes { unsafe send(fd, $0.baseAddress, $0.count, flags) }
             if sent >= 0 { return sent }
             if errno == EINTR { continue }
-            if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
             throw HostCallError(operation: "send on", subject: "a socket", errorNumber: errno)
         }
     }
@@ -161,20 +160,14 @@ public enum HostSockets {
             target.sin_port = port.bigEndian
             // SAFETY: copies the 4 address bytes into the local sockaddr_in's 4-byte field.
             unsafe withUnsafeMutableBytes(of: &target.sin_addr) { raw in unsafe raw.copyBytes(from: address.bytes) }
-            // SAFETY: connect reads one sockaddr_in from the local.
-            result = unsafe withUnsafePointer(to: &target) { pointer in
-                unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
+            result = connect(fd, to: &target)
         } else {
             var target = sockaddr_in6()
             target.sin6_family = sa_family_t(AF_INET6)
             target.sin6_port = port.bigEndian
             // SAFETY: copies the 16 address bytes into the local sockaddr_in6's 16-byte field.
             unsafe withUnsafeMutableBytes(of: &target.sin6_addr) { raw in unsafe raw.copyBytes(from: address.bytes) }
-            // SAFETY: connect reads one sockaddr_in6 from the local.
-            result = unsafe withUnsafePointer(to: &target) { pointer in
-                unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
+            result = connect(fd, to: &target)
         }
         guard result == 0 else {
             let number = errno
@@ -184,13 +177,18 @@ public enum HostSockets {
         return fd
     }
 
+    /// `connect` to the socket address in `target` (a sockaddr_in, sockaddr_in6 or sockaddr_un).
+    private static func connect<Address>(_ fd: Int32, to target: inout Address) -> Int32 {
+        // SAFETY: connect reads one `Address`, a sockaddr of the family it names, from the local.
+        unsafe withUnsafePointer(to: &target) { pointer in
+            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe Glibc.connect(fd, $0, socklen_t(MemoryLayout<Address>.size)) }
+        }
+    }
+
     /// Connects to a Unix stream socket.
     public static func connectUnix(_ path: String) throws(HostCallError) -> Int32 {
         var (fd, address) = try unixSocket(path, operation: "connect to")
-        // SAFETY: connect reads one sockaddr_un from the local.
-        let result = unsafe withUnsafePointer(to: &address) { pointer in
-            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let result = connect(fd, to: &address)
         guard result == 0 else {
             let number = errno
             close(fd)

@@ -33,7 +33,7 @@ enum PsCommand: CLICommand {
         for item in listings {
             rows.append([item.name, item.backend, item.state, item.createdSeconds.map { SessionCLI.age(now - $0) } ?? "-",
                          item.commands.map { String($0) + (item.runningCommands.map { $0 > 0 ? " (\($0) running)" : "" } ?? "") } ?? "-",
-                         item.memoryBytes.map { Units.formatSize($0) } ?? "-"])
+                         item.memoryBytes.map { Units.formatRoundedSize($0) } ?? "-"])
         }
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
