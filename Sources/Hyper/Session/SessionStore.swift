@@ -7,7 +7,7 @@ import Glibc
 public struct SessionRecord: Equatable, Sendable {
     /// Where the sandbox is in its life, as its supervisor last wrote it.
     public enum State: String, Sendable {
-        case starting, running, stopped
+        case running, stopped
     }
 
     public var name: String

@@ -140,18 +140,13 @@ extension HostSystem {
     private static let hostCPUIdentity: String = {
         let text = readText("/proc/cpuinfo") ?? ""
         var fields: [String: String] = [:]
-        for line in text.split(separator: "\n") {
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             if line.isEmpty { break }  // The first processor's block is enough.
             let parts = line.split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { continue }
-            fields[parts[0].trimmingCharacters()] = parts[1].trimmingCharacters()
+            fields[parts[0].trimmingSpaces()] = parts[1].trimmingSpaces()
         }
         return ["vendor_id", "cpu family", "model", "stepping"].map { fields[$0] ?? "?" }.joined(separator: " ")
     }()
 }
 
-extension Substring {
-    fileprivate func trimmingCharacters() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
-    }
-}
