@@ -42,9 +42,7 @@ public struct SandboxSecrets: Sendable {
                 guard value.utf8.allSatisfy({ $0 == 9 || ($0 >= 0x20 && $0 != 0x7F) }), !value.isEmpty else {
                     throw HyperError(.invalidSpec, "secret \(secret.name): an injected value must be one non-empty line of printable text (it goes into HTTP headers)")
                 }
-                let nonce = random.bytes(16)
-                guard nonce.count == 16 else { throw HyperError(.hostFailure, "secret \(secret.name): cannot read the host's random pool") }
-                placeholder = "hyperctl-placeholder-\(secret.name)-" + nonce.map { String($0, radix: 16).leftPadded(2) }.joined()
+                placeholder = "hyperctl-placeholder-\(secret.name)-" + (try random.hex(bytes: 16))
             }
             entries.append(Entry(name: secret.name, value: value, injectedInto: secret.injectedInto, placeholder: placeholder))
         }
@@ -82,6 +80,3 @@ public struct SandboxSecrets: Sendable {
     }
 }
 
-extension String {
-    fileprivate func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
-}

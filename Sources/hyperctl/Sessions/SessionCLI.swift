@@ -25,15 +25,7 @@ enum SessionCLI {
 
     /// A new name: `sandbox-` and eight random hex digits.
     static func generatedName() throws(HyperError) -> String {
-        let random: [UInt8]
-        do {
-            let fd = try HostSystem.openFile("/dev/urandom", writable: false).descriptor
-            defer { HostSystem.closeDescriptor(fd) }
-            random = try HostSystem.readSome(fd, count: 4)
-        } catch {
-            throw HyperError(.hostFailure, "cannot make a sandbox name: \(error)")
-        }
-        return "sandbox-" + random.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        "sandbox-" + (try HostRandom().hex(bytes: 4))
     }
 
     /// Seconds as `ps` shows an age: `42s`, `5m`, `3h`, `2d`.
