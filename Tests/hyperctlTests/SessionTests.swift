@@ -160,6 +160,16 @@ struct SessionTests {
             ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []).filter { $0.hasPrefix("hyperctl-egress-sandbox-\(pid)-") }
         }
         #expect(egressFolders().count == 1)
+        // A process left running inside, to see that the sandbox goes with its supervisor.
+        let marker = String(31_000 + Int.random(in: 0..<999))
+        #expect(try fixture.hyperctl(["exec", "victim", "--", "sh", "-c", "sleep \(marker) >/dev/null 2>&1 &"]).exitCode == 0)
+        let sleepers = { () -> Int in
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { entry in
+                guard Int(entry) != nil, let command = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8) else { return false }
+                return command == "sleep\0\(marker)\0"
+            }.count
+        }
+        #expect(sleepers() == 1)
         kill(Int32(pid), SIGKILL)
         var state = ""
         for _ in 0..<100 {
@@ -171,6 +181,8 @@ struct SessionTests {
         let exec = try fixture.hyperctl(["exec", "victim", "--", "true"])
         #expect(exec.exitCode == 125 && exec.errorOutput.contains("is dead"))
         #expect(egressFolders().isEmpty, "the sweep removed the dead supervisor's proxy folder")
+        for _ in 0..<100 where sleepers() > 0 { usleep(50_000) }
+        #expect(sleepers() == 0, "the sandbox's processes ended with its supervisor")
         #expect(try fixture.hyperctl(["rm", "victim"]).exitCode == 0)
         #expect(try fixture.listing().isEmpty)
     }
