@@ -19,6 +19,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -157,8 +158,7 @@ __attribute__((constructor(101))) static void chyper_agent_mount_proc_early(void
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 }
 
-int chyper_agent_loopback_listen(unsigned short port) {
-    // The guest's loopback interface starts down: bring it up first.
+int chyper_agent_loopback_up(void) {
     int control = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (control < 0) return -1;
     struct ifreq request;
@@ -171,10 +171,14 @@ int chyper_agent_loopback_listen(unsigned short port) {
     }
     int saved = errno;
     close(control);
-    if (up != 0) {
-        errno = saved;
-        return -1;
-    }
+    errno = saved;
+    return up;
+}
+
+int chyper_agent_loopback_listen(unsigned short port) {
+    // The guest's loopback interface starts down: bring it up first.
+    if (chyper_agent_loopback_up() != 0) return -1;
+    int saved;
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (listener < 0) return -1;
     int one = 1;
@@ -195,4 +199,33 @@ int chyper_agent_loopback_listen(unsigned short port) {
 
 int chyper_agent_accept(int listener) {
     return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+int chyper_agent_switch_root(const char *new_root) {
+    // As switch_root does: the new root is moved over / and becomes the root of PID 1, which shares its
+    // fs struct with the kernel's threads, so module autoloading finds /sbin/modprobe in the new root too.
+    if (chdir(new_root) != 0) return -1;
+    if (mount(new_root, "/", NULL, MS_MOVE, NULL) != 0) return -1;
+    if (chroot(".") != 0) return -1;
+    return chdir("/");
+}
+
+int chyper_agent_unix_connect(const char *path) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(address.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
 }

@@ -6,7 +6,7 @@
 /// UTF-8 strings (as byte strings) and string lists (a `UInt32` count and the strings).
 public enum AgentProtocol {
     /// The protocol version the guest announces in `ready`; the host refuses any other.
-    public static let version: UInt32 = 3
+    public static let version: UInt32 = 4
     /// The largest frame body either side accepts.
     public static let maximumFrame = 1 << 20
     /// The largest data chunk a sender puts in one frame, leaving room for the header.
@@ -52,6 +52,24 @@ public struct AgentReady: Equatable, Sendable {
         self.version = version
         self.kernelRelease = kernelRelease
         self.agentStartNanoseconds = agentStartNanoseconds
+        self.readyNanoseconds = readyNanoseconds
+    }
+}
+
+/// What a `daemon-ready` message reports: when a daemon the guest starts for the sandbox (dockerd) was
+/// started and when it first answered, in guest uptime.
+public struct AgentDaemonReady: Equatable, Sendable {
+    /// The daemon's name.
+    public var name: String
+    /// Guest uptime when the agent started it.
+    public var startNanoseconds: UInt64
+    /// Guest uptime when it first answered a request.
+    public var readyNanoseconds: UInt64
+
+    /// Creates a report.
+    public init(name: String, startNanoseconds: UInt64, readyNanoseconds: UInt64) {
+        self.name = name
+        self.startNanoseconds = startNanoseconds
         self.readyNanoseconds = readyNanoseconds
     }
 }
@@ -166,6 +184,8 @@ public enum AgentMessage: Equatable, Sendable {
     case stdout(UInt32, [UInt8])
     case stderr(UInt32, [UInt8])
     case exited(UInt32, AgentExitStatus)
+    /// A daemon the guest started for the sandbox answers (after `ready`; commands wait for it).
+    case daemonReady(AgentDaemonReady)
     /// Something in the guest failed; the text says what.
     case failure(String)
 
@@ -193,6 +213,7 @@ public enum AgentMessage: Equatable, Sendable {
         case .stderr: return 0x83
         case .exited: return 0x84
         case .failure: return 0x85
+        case .daemonReady: return 0x86
         }
     }
 
@@ -266,6 +287,10 @@ public enum AgentMessage: Equatable, Sendable {
             }
         case let .failure(text):
             payload.string(text)
+        case let .daemonReady(report):
+            payload.string(report.name)
+            payload.integer(report.startNanoseconds)
+            payload.integer(report.readyNanoseconds)
         }
         var frame = PayloadWriter()
         frame.integer(UInt32(payload.bytes.count))
@@ -339,6 +364,7 @@ public enum AgentMessage: Equatable, Sendable {
             default: throw .malformed("exit kind \(kind)")
             }
         case 0x85: message = .failure(try reader.string())
+        case 0x86: message = .daemonReady(AgentDaemonReady(name: try reader.string(), startNanoseconds: try reader.integer(), readyNanoseconds: try reader.integer()))
         default: throw .unknownType(type)
         }
         guard reader.isAtEnd else { throw .malformed("\(reader.remaining) trailing bytes after message type 0x\(String(type, radix: 16))") }

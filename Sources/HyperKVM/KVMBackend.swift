@@ -11,7 +11,7 @@ public struct KVMBackend: Backend {
     /// limit, stdin or a terminal relayed through the guest agent, and secrets. There is no network device at
     /// all: an allowlist is served by the host's egress proxy through the guest agent's listener.
     public let capabilities: Set<SandboxFeature> = [.memoryLimit, .cpuLimit, .pidsLimit, .timeout, .interactive, .tty,
-                                                     .networkAllowlist, .secrets]
+                                                     .networkAllowlist, .secrets, .docker]
     private let gatherFacts: @Sendable () -> KVMHostFacts
 
     /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.
@@ -66,7 +66,8 @@ public struct KVMBackend: Backend {
             throw error.hyperError
         }
         try checkSupport(spec, options: options)
-        return host.isAccelerated == false ? .seconds(3600) : MicroVMSandbox.defaultBootTimeout
+        if host.isAccelerated == false { return .seconds(3600) }
+        return spec.docker ? DockerFlavour.bootTimeout : MicroVMSandbox.defaultBootTimeout
     }
 
     /// The guest kit, with the options' kernel or initrd in place of its own.

@@ -32,10 +32,13 @@ final class Agent {
 
     /// The egress proxy's in-guest listener, once the host set it up.
     private var proxyRelay: GuestProxyRelay?
+    /// The Docker flavour's daemon, until it is ready.
+    private var docker: DockerDaemon?
 
-    init(channel: Int32, childSignals: Int32) {
+    init(channel: Int32, childSignals: Int32, docker: DockerDaemon?) {
         self.channel = channel
         self.childSignals = childSignals
+        self.docker = docker
     }
 
     func send(_ message: AgentMessage) {
@@ -63,7 +66,12 @@ final class Agent {
                 }
             }
             if let proxyRelay { watched += proxyRelay.watched }
-            let events = GuestSystem.poll(watched)
+            if let docker { watched += docker.watched }
+            let events = GuestSystem.poll(watched, milliseconds: docker?.pollTimeoutMilliseconds ?? -1)
+            if let docker, let report = docker.advance() {
+                send(.daemonReady(report))
+                self.docker = nil
+            }
             for (entry, seen) in zip(watched, events) where seen != 0 {
                 if entry.0 == channel {
                     if let bytes = GuestSystem.read(channel, count: 64 * 1024), !bytes.isEmpty {
@@ -140,7 +148,7 @@ final class Agent {
         case .connectionData, .connectionAcknowledge, .connectionClose:
             guard let proxyRelay else { throw AgentError.protocolViolation("a proxy connection message without a proxy") }
             try proxyRelay.handle(message)
-        case .removed, .ready, .started, .stdout, .stderr, .exited, .failure, .connectionOpen:
+        case .removed, .ready, .started, .stdout, .stderr, .exited, .failure, .connectionOpen, .daemonReady:
             throw AgentError.protocolViolation("unexpected message from the host: \(message)")
         }
     }
@@ -240,6 +248,10 @@ final class Agent {
         // As PID 1 the agent reaps every orphan too; only the commands' ends are reported.
         while let child = GuestSystem.reapChild() {
             if let id = commands.first(where: { $0.value.pid == child.pid })?.key { finishCommand(id, status: child.status) }
+            if let failure = docker?.failure(whenEnded: child.pid, status: child.status) {
+                send(.failure(failure))
+                docker = nil
+            }
         }
     }
 

@@ -102,11 +102,12 @@ enum GuestSystem {
         return write(fd, Array(text.utf8)) == text.utf8.count
     }
 
-    /// Waits for events on `descriptors` (fd, events); returns the events seen per descriptor.
-    static func poll(_ descriptors: [(Int32, Int16)]) -> [Int16] {
+    /// Waits for events on `descriptors` (fd, events), at most `milliseconds` (-1: no limit); returns the
+    /// events seen per descriptor.
+    static func poll(_ descriptors: [(Int32, Int16)], milliseconds: Int32 = -1) -> [Int16] {
         var entries = descriptors.map { pollfd(fd: $0.0, events: $0.1, revents: 0) }
         // SAFETY: poll reads and writes exactly `entries.count` pollfd values in the array.
-        guard unsafe Glibc.poll(&entries, nfds_t(entries.count), -1) > 0 else { return descriptors.map { _ in 0 } }
+        guard unsafe Glibc.poll(&entries, nfds_t(entries.count), milliseconds) > 0 else { return descriptors.map { _ in 0 } }
         return entries.map(\.revents)
     }
 
@@ -145,6 +146,45 @@ enum GuestSystem {
         let copies = unsafe strings.map { unsafe strdup($0) } + [nil]
         defer { unsafe copies.forEach { unsafe free($0) } }
         return unsafe copies.withUnsafeBufferPointer { unsafe body($0.baseAddress!) }
+    }
+
+    /// Waits for one child to end; its wait status, or nil with errno.
+    static func waitForChild(_ pid: pid_t) -> Int32? {
+        var status: Int32 = 0
+        while true {
+            // SAFETY: waitpid writes the status into a local.
+            if unsafe waitpid(pid, &status, 0) == pid { return status }
+            if errno != EINTR { return nil }
+        }
+    }
+
+    /// Reads `count` bytes at `offset` of a file or device; nil when it cannot.
+    static func read(path: String, offset: Int, count: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: count)
+        // SAFETY: pread writes at most `count` bytes into the buffer, which holds exactly that many.
+        let got = unsafe buffer.withUnsafeMutableBytes { unsafe pread(fd, $0.baseAddress, count, off_t(offset)) }
+        return got == count ? buffer : nil
+    }
+
+    /// Makes `path` a mount of the root kind for PID 1 (see `chyper_agent_switch_root`); false with errno.
+    static func switchRoot(to path: String) -> Bool {
+        // SAFETY: the shim reads the NUL-terminated path during the call.
+        unsafe chyper_agent_switch_root(path) == 0
+    }
+
+    /// A non-blocking connection to a Unix socket, or -1 with errno.
+    static func connectUnix(_ path: String) -> Int32 {
+        // SAFETY: the shim reads the NUL-terminated path during the call.
+        unsafe chyper_agent_unix_connect(path)
+    }
+
+    /// Opens a file for appending, creating it (for a daemon's log); -1 with errno.
+    static func openLog(_ path: String) -> Int32 {
+        // SAFETY: open reads the NUL-terminated path during the call.
+        unsafe Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
     }
 
     /// Waits for any child without blocking: its pid and wait status, or nil.

@@ -17,14 +17,21 @@ do {
     try GuestSetup.mountAll()
     GuestSetup.openStandardStreams()
     try GuestSetup.loadModules()
+    let commandLine = GuestSetup.kernelCommandLine()
+    var docker: DockerDaemon?
+    if commandLine.contains(DockerRoot.commandLineWord) {
+        try DockerRoot.assemble(kernelRelease: GuestSetup.kernelRelease())
+        let proxyPort = commandLine.first { $0.hasPrefix(DockerDaemon.proxyWordPrefix) }.flatMap { UInt16($0.dropFirst(DockerDaemon.proxyWordPrefix.count)) }
+        docker = try DockerDaemon(proxyPort: proxyPort)
+    }
     let signals = chyper_agent_child_signal_fd()
     guard signals >= 0 else { throw AgentError.system("watch child processes", errno) }
     let channel = try GuestSetup.openChannel()
-    let agent = Agent(channel: channel, childSignals: signals)
+    let agent = Agent(channel: channel, childSignals: signals, docker: docker)
     agent.send(.ready(AgentReady(kernelRelease: GuestSetup.kernelRelease(), agentStartNanoseconds: agentStart,
                                  readyNanoseconds: GuestSystem.uptimeNanoseconds())))
     // For benchmarks that boot this guest in another VMM: reset as soon as the agent is ready.
-    if GuestSetup.kernelCommandLine().contains(GuestSetup.resetWhenReady) { chyper_agent_power_off() }
+    if commandLine.contains(GuestSetup.resetWhenReady) { chyper_agent_power_off() }
     agent.serve()
 } catch {
     fail("\(error)")

@@ -16,6 +16,7 @@ struct AgentMessageTests {
         .exited(3, .exited(127)), .exited(4, .signaled(9)), .failure("it broke"),
         .setup(AgentSandboxSetup(proxyPort: 3128, secretFiles: [("TOKEN", "placeholder"), ("KEY", "")])), .setup(AgentSandboxSetup()),
         .connectionOpen(7), .connectionData(7, Array("GET".utf8)), .connectionAcknowledge(7, 3), .connectionClose(UInt32.max),
+        .daemonReady(AgentDaemonReady(name: "dockerd", startNanoseconds: 1_200_000_000, readyNanoseconds: UInt64.max)),
     ]
 
     @Test func everyMessageRoundTripsEvenByteByByte() throws {
@@ -45,6 +46,7 @@ struct AgentMessageTests {
         ([0x09, 0x00, 0x00, 0x00, 0x85, 4, 0, 0, 0, 0xFF, 0xFE, 0x41, 0x41], "not UTF-8"),
         ([0x0D, 0x00, 0x00, 0x00, 0x01, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
         ([0x06, 0x00, 0x00, 0x00, 0x85, 1, 0, 0, 0, 0], "NUL"),
+        ([0x0A, 0x00, 0x00, 0x00, 0x86, 1, 0, 0, 0, 0x64, 1, 0, 0, 0], "truncated integer"),  // daemon-ready cut short
         ([0x17, 0x00, 0x00, 0x00, 0x06, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0x61, 0x2F, 0x62, 1, 0, 0, 0, 1, 0, 0, 0, 0x78], "secret file name"),
     ])
     func malformedFramesAreErrorsNotCrashes(bytes: [UInt8], expected: String) {

@@ -25,7 +25,8 @@ struct SpecTests {
           "secrets": {"TOKEN": "env:TOKEN", "KEY": "file:keys/deploy"},
           "limits": {"memory": "2G", "cpus": 1.5, "pids": 512, "timeout": "5m"},
           "interactive": true,
-          "tty": false
+          "tty": false,
+          "docker": true
         }
         """
         let spec = try SandboxSpec.decode(json: json, baseDirectory: "/home/u")
@@ -39,6 +40,12 @@ struct SpecTests {
         #expect(spec.secrets == [Secret(name: "TOKEN", source: .environment("TOKEN")), Secret(name: "KEY", source: .file("/home/u/keys/deploy"))])
         #expect(spec.limits == ResourceLimits(memoryBytes: 2 << 30, cpus: 1.5, pids: 512, timeout: .seconds(300)))
         #expect(spec.interactive && !spec.tty)
+        #expect(spec.docker && spec.requiredFeatures.contains(.docker))
+        // The spec's JSON form keeps it.
+        #expect(try SandboxSpec.decode(json: spec.document.compactText, baseDirectory: "/").docker)
+        #expect(spec.summary["docker"] == .bool(true))
+        #expect(try !SandboxSpec.decode(json: "{}", baseDirectory: "/").docker)
+        #expect(errorMessage { () throws(HyperError) in try SandboxSpec.decode(json: #"{"docker": "yes"}"#, baseDirectory: "/") }?.contains("docker") == true)
     }
 
     @Test(arguments: [

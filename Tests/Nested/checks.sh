@@ -1,42 +1,8 @@
 #!/bin/busybox sh
 # /init of the nested harness's L1: loads kvm-amd, then checks `hyperctl run --backend kvm` end to end,
 # each run booting the guest kit's kernel as L2. Prints PASS/FAIL lines and "RESULT passed failed".
-/bin/busybox --install -s /bin 2>/dev/null
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-for module in $(cat /modules/order); do insmod "$module" || echo "INFO insmod $module failed"; done
-export HOME=/root HYPERCTL_GUEST_KIT=/kit PATH=/bin:/usr/bin:/sbin:/usr/sbin
-
-passed=0
-failed=0
-check() {
-    name="$1"
-    shift
-    if "$@"; then
-        echo "PASS $name"
-        passed=$((passed + 1))
-    else
-        echo "FAIL $name"
-        failed=$((failed + 1))
-    fi
-}
-# check_all NAME 'CONDITION': like check, for a compound shell condition (evaluated as a whole).
-check_all() {
-    name="$1"
-    if eval "$2"; then
-        echo "PASS $name"
-        passed=$((passed + 1))
-    else
-        echo "FAIL $name"
-        failed=$((failed + 1))
-    fi
-}
+. /bin/check-lib.sh
 run() { hyperctl run --backend kvm "$@"; }
-
-[ -c /dev/kvm ] || echo "INFO /dev/kvm is missing"
-hyperctl backends | sed 's/^/INFO /'
 
 mkdir -p /ws
 cd /ws
@@ -209,6 +175,4 @@ for round in 1 2; do
     run --report /tmp/bz.json --kernel /kit/vmlinuz -- true && phases /tmp/bz.json "phases (bzImage, initramfs uncompressed, run $round)"
 done
 
-echo "RESULT $passed $failed"
-sync
-poweroff -f
+finish

@@ -45,4 +45,11 @@ int chyper_agent_loopback_listen(unsigned short port);
 /// Accepts a connection, non-blocking and closed on exec. Returns it, or -1 with errno.
 int chyper_agent_accept(int listener);
 
+/// Brings the loopback interface up. Returns 0, or -1 with errno.
+int chyper_agent_loopback_up(void);
+/// Makes `new_root` (a mount point) the root of PID 1, as switch_root does. Returns 0, or -1 with errno.
+int chyper_agent_switch_root(const char *new_root);
+/// Connects to a Unix stream socket; the descriptor is non-blocking and closed on exec. Returns it, or -1
+/// with errno (ENOENT or ECONNREFUSED while nobody listens there).
+int chyper_agent_unix_connect(const char *path);
 #endif

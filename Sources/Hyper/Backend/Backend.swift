@@ -32,6 +32,7 @@ public enum SandboxFeature: String, Sendable, CaseIterable, Comparable {
     case interactive = "interactive stdin"
     case tty
     case customRoot = "custom root tree"
+    case docker = "docker daemon"
     case faultInjection = "fault injection"
 
     public static func < (lhs: SandboxFeature, rhs: SandboxFeature) -> Bool {
@@ -54,6 +55,7 @@ extension SandboxSpec {
         if interactive { features.insert(.interactive) }
         if tty { features.insert(.tty) }
         if rootfs != nil { features.insert(.customRoot) }
+        if docker { features.insert(.docker) }
         return features
     }
 }
@@ -159,6 +161,10 @@ extension Backend {
         var required = spec.requiredFeatures
         if !options.faults.isEmpty { required.insert(.faultInjection) }
         let missing = required.subtracting(capabilities).sorted()
+        if missing.contains(.docker) {
+            throw HyperError(.unsupportedFeature,
+                             "backend \(name) cannot run --docker: a private Docker daemon needs a VM boundary (its own kernel), and sharing the host's daemon or socket would undo the isolation; use --backend kvm")
+        }
         guard missing.isEmpty else {
             let list = missing.map(\.rawValue).joined(separator: ", ")
             throw HyperError(.unsupportedFeature,

@@ -10,13 +10,18 @@ public struct GuestKit: Equatable, Sendable {
         self.initrdPath = initrdPath
     }
 
-    /// Where the kit lives: `$HYPERCTL_GUEST_KIT`, else `$HYPERCTL_CACHE/guest`, else
-    /// `$XDG_CACHE_HOME/hyperctl/guest`, else `~/.cache/hyperctl/guest`.
+    /// Where the kit lives: `$HYPERCTL_GUEST_KIT`, else `guest` in the cache (`cacheDirectory`).
     public static func defaultDirectory() -> String {
         if let kit = HostSystem.environmentValue("HYPERCTL_GUEST_KIT"), !kit.isEmpty { return kit }
-        if let cache = HostSystem.environmentValue("HYPERCTL_CACHE"), !cache.isEmpty { return cache + "/guest" }
-        if let cache = HostSystem.environmentValue("XDG_CACHE_HOME"), !cache.isEmpty { return cache + "/hyperctl/guest" }
-        return (HostSystem.environmentValue("HOME") ?? "/root") + "/.cache/hyperctl/guest"
+        return cacheDirectory() + "/guest"
+    }
+
+    /// hyperctl's cache, where the guest-kit scripts put what they build: `$HYPERCTL_CACHE`, else
+    /// `$XDG_CACHE_HOME/hyperctl`, else `~/.cache/hyperctl`.
+    public static func cacheDirectory() -> String {
+        if let cache = HostSystem.environmentValue("HYPERCTL_CACHE"), !cache.isEmpty { return cache }
+        if let cache = HostSystem.environmentValue("XDG_CACHE_HOME"), !cache.isEmpty { return cache + "/hyperctl" }
+        return (HostSystem.environmentValue("HOME") ?? "/root") + "/.cache/hyperctl"
     }
 
     /// The kit in `directory`, or an error that says how to build it. The kernel is the uncompressed

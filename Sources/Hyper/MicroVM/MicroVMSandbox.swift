@@ -98,9 +98,15 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         if let path = options.guestConsolePath {
             do { consoleMirror = try HostSystem.createFile(path) } catch { throw HyperError(.invalidArgument, "--guest-console: \(error)") }
         }
-        let configuration = MicroVM.Configuration(kernel: kernel, kernelName: kit.kernelPath, initrd: initrd, commandLine: Self.kernelCommandLine,
+        var commandLine = Self.kernelCommandLine
+        if spec.docker {
+            let proxied = if case .allow = spec.network { true } else { false }
+            commandLine += DockerFlavour.commandLineWords(proxyPort: proxied ? EgressProxy.sandboxPort : nil)
+        }
+        let configuration = MicroVM.Configuration(kernel: kernel, kernelName: kit.kernelPath, initrd: initrd, commandLine: commandLine,
                                                   memoryBytes: memory, vcpus: vcpus)
         var devices: [any VirtioDevice] = [console, entropy]
+        if spec.docker { devices += try DockerFlavour.disks() }
         for (index, disk) in options.disks.enumerated() {
             let storage = try FileBlockStorage(path: disk.path, writable: !disk.readOnly)
             devices.append(VirtioBlock(storage: storage, readOnly: disk.readOnly, identifier: "hyperctl-disk\(index)"))
@@ -261,7 +267,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
 
     /// Where the session is.
     private enum Stage: Comparable {
-        case booting, sendingWorkspace, serving, returningWorkspace, finished
+        case booting, sendingWorkspace, startingDaemon, serving, returningWorkspace, finished
     }
 
     /// A command the session thread runs, and its host-side stream state.
@@ -289,6 +295,19 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         let deadline = limit.map { launchTime + UInt64(max(0, $0.nanoseconds)) }
         var collectDeadline: UInt64?
         var idleDeadline: UInt64?
+        /// The Docker flavour's daemon has not said it is ready yet; commands wait for it.
+        var daemonPending = spec.docker
+        var kernelEntry = launchTime
+
+        /// The guest has the workspace: commands run once the daemon (if any) is ready too.
+        func workspaceDelivered() throws(HyperError) {
+            guard !daemonPending else {
+                stage = .startingDaemon
+                return
+            }
+            stage = .serving
+            try beginServing()
+        }
 
         func beginStop(_ signal: Int32) {
             stopping = true
@@ -389,7 +408,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     }
                     let arrival = HostSystem.monotonicNanoseconds()
                     // The guest's uptime starts with its kernel: that dates the kernel's entry on the host clock.
-                    let kernelEntry = max(launchTime, arrival > report.readyNanoseconds ? arrival - report.readyNanoseconds : launchTime)
+                    kernelEntry = max(launchTime, arrival > report.readyNanoseconds ? arrival - report.readyNanoseconds : launchTime)
                     record(.booted, at: kernelEntry)
                     record(.agentReady, at: arrival)
                     agentReady.store(true, ordering: .sequentiallyConsistent)
@@ -403,8 +422,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                                                       secretFiles: secrets.entries.map { ($0.name, $0.visibleValue) })))
                     }
                     if spec.workspace.isEmpty {
-                        stage = .serving
-                        try beginServing()
+                        try workspaceDelivered()
                     } else {
                         stage = .sendingWorkspace
                         sender = try WorkspaceSender(root: spec.workspace)
@@ -458,6 +476,20 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     }
                     writer = nil
                     stage = .finished
+                case let .daemonReady(report):
+                    guard daemonPending, stage >= .sendingWorkspace else { throw protocolError("an unexpected daemon-ready message") }
+                    daemonPending = false
+                    // Guest uptimes on the host's timeline: the kernel's entry plus the uptime.
+                    let milliseconds = { (uptime: UInt64) in JSONValue.number(Double((kernelEntry + uptime) - self.launchTime) / 1e6) }
+                    details.withLock {
+                        $0.append(("docker", .object([("daemon", .string(report.name)),
+                                                      ("daemonStartMilliseconds", milliseconds(report.startNanoseconds)),
+                                                      ("daemonReadyMilliseconds", milliseconds(report.readyNanoseconds))])))
+                    }
+                    if stage == .startingDaemon {
+                        stage = .serving
+                        try beginServing()
+                    }
                 case let .failure(text):
                     throw HyperError(.phaseFailed, text)
                 case .connectionOpen, .connectionData, .connectionAcknowledge, .connectionClose:
@@ -499,8 +531,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 sender = pending
                 if pending.isFinished {
                     sender = nil
-                    stage = .serving
-                    try beginServing()
+                    try workspaceDelivered()
                 }
             }
 

@@ -25,6 +25,8 @@ public struct SandboxSpec: Equatable, Sendable {
     public var tty = false
     /// A prepared root tree whose system directories replace the host's (`/usr`, `/bin`, `/lib`...); nil for the host's.
     public var rootfs: String?
+    /// Whether the sandbox has a private Docker daemon (microVM backends only: it needs a VM boundary).
+    public var docker = false
     /// Whether files in the workspace that the host runs later on its own (`.git/hooks`, `.git/config`) are
     /// read-only inside. On by default; turning it off lets the command plant code the host will run.
     public var protectsHostExecutedFiles = true

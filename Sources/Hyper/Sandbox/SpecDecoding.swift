@@ -14,13 +14,14 @@
 ///   "interactive": false,
 ///   "tty": false,
 ///   "rootfs": "/srv/roots/debian",
+///   "docker": false,
 ///   "writableHooks": false
 /// }
 /// ```
 /// Relative host paths are taken relative to `baseDirectory` (the spec file's folder).
 extension SandboxSpec {
     /// The keys a spec file may contain.
-    public static let topLevelKeys = ["command", "env", "workdir", "workspace", "mounts", "network", "secrets", "limits", "interactive", "tty", "rootfs", "writableHooks"]
+    public static let topLevelKeys = ["command", "env", "workdir", "workspace", "mounts", "network", "secrets", "limits", "interactive", "tty", "rootfs", "docker", "writableHooks"]
 
     /// Decodes a spec from JSON text.
     ///
@@ -74,6 +75,8 @@ extension SandboxSpec {
                 spec.tty = try field.bool(value)
             case "rootfs":
                 spec.rootfs = absolute(try field.string(value), base: baseDirectory)
+            case "docker":
+                spec.docker = try field.bool(value)
             case "writableHooks":
                 spec.protectsHostExecutedFiles = !(try field.bool(value))
             default:
@@ -195,6 +198,7 @@ extension SandboxSpec {
         members.append(("interactive", .bool(interactive)))
         members.append(("tty", .bool(tty)))
         if let rootfs { members.append(("rootfs", .string(rootfs))) }
+        if docker { members.append(("docker", .bool(true))) }
         members.append(("writableHooks", .bool(!protectsHostExecutedFiles)))
         return .object(members)
     }

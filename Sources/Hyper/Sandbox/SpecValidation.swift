@@ -19,6 +19,9 @@ extension SandboxSpec {
             throw HyperError(.invalidSpec, "command: argument \"\(bad)\" contains a NUL byte")
         }
         spec.workspace = try Self.existingDirectory(workspace, field: "workspace")
+        guard spec.workspace != "/" else {
+            throw HyperError(.invalidSpec, "workspace: / is the whole host file system; run hyperctl from a project folder, or pass --workspace DIR")
+        }
         if let workingDirectory {
             try Self.checkSandboxPath(workingDirectory, field: "workdir")
         }
@@ -138,6 +141,7 @@ extension SandboxSpec {
         members.append(("interactive", .bool(interactive)))
         members.append(("tty", .bool(tty)))
         if let rootfs { members.append(("rootfs", .string(rootfs))) }
+        if docker { members.append(("docker", .bool(true))) }
         if !protectsHostExecutedFiles { members.append(("writableHooks", .bool(true))) }
         return .object(members)
     }

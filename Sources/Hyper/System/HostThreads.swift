@@ -170,7 +170,38 @@ extension HostSystem {
             close(fd)
             throw HostCallError(operation: "stat", subject: path, errorNumber: number)
         }
-        return (fd, UInt64(info.st_size))
+        guard info.st_mode & S_IFMT == S_IFBLK else { return (fd, UInt64(info.st_size)) }
+        // A block device's size is where its end is.
+        let end = lseek(fd, 0, SEEK_END)
+        guard end >= 0 else {
+            let number = errno
+            close(fd)
+            throw HostCallError(operation: "find the size of", subject: path, errorNumber: number)
+        }
+        return (fd, UInt64(end))
+    }
+
+    /// A new, empty file of `size` bytes (sparse: it takes no space until written) in `directory` that has
+    /// no name, so that it is gone once its last descriptor closes, however the process ends.
+    public static func createAnonymousFile(in directory: String, size: UInt64) throws(HostCallError) -> Int32 {
+        // SAFETY: open reads the NUL-terminated path for the call.
+        // O_TMPFILE (__O_TMPFILE | O_DIRECTORY), which the Glibc module does not export.
+        let anonymous: Int32 = 0o20_200_000
+        var fd = unsafe open(directory, anonymous | O_RDWR | O_CLOEXEC, 0o600)
+        if fd < 0, errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL {
+            // A file system without O_TMPFILE: a named file, unlinked at once.
+            let path = directory + "/.scratch-" + ((try? HostRandom().hex(bytes: 8)) ?? String(getpid()))
+            // SAFETY: open and unlink read the NUL-terminated path for the call.
+            fd = unsafe open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
+            if fd >= 0 { unsafe unlink(path) }
+        }
+        guard fd >= 0 else { throw HostCallError(operation: "create a scratch file in", subject: directory, errorNumber: errno) }
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            let number = errno
+            close(fd)
+            throw HostCallError(operation: "size a scratch file in", subject: directory, errorNumber: number)
+        }
+        return fd
     }
 
     /// Flushes a file to its storage.
@@ -274,6 +305,15 @@ extension HostSystem {
         // SAFETY: mkdir reads the NUL-terminated path during the call.
         guard unsafe mkdir(path, mode_t(mode)) == 0 || errno == EEXIST else {
             throw HostCallError(operation: "create directory", subject: path, errorNumber: errno)
+        }
+    }
+
+    /// Creates a directory and any missing parents.
+    public static func makeDirectories(_ path: String, mode: UInt32 = 0o755) throws(HostCallError) {
+        var partial = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            partial += "/" + component
+            try makeDirectory(partial, mode: mode)
         }
     }
 

@@ -17,6 +17,7 @@ enum SpecFlags {
         OptionSpec(["--interactive", "-i"], help: "Forward stdin to the command"),
         OptionSpec(["--tty", "-t"], help: "Give the command a terminal"),
         OptionSpec(["--rootfs"], value: "DIR", help: "Take /usr, /bin, /lib... from this root tree instead of the host's"),
+        OptionSpec(["--docker"], help: "Give the sandbox a private Docker daemon (kvm: the Docker flavour of the guest)"),
         OptionSpec(["--writable-hooks"], help: "Let the command write .git/hooks and .git/config in the workspace (unsafe)"),
     ]
 
@@ -62,6 +63,7 @@ enum SpecFlags {
         if arguments.has("--interactive") { spec.interactive = true }
         if arguments.has("--tty") { spec.tty = true }
         if let rootfs = arguments.value("--rootfs") { spec.rootfs = SandboxSpec.absolute(rootfs, base: cwd) }
+        if arguments.has("--docker") { spec.docker = true }
         if arguments.has("--writable-hooks") { spec.protectsHostExecutedFiles = false }
         if !arguments.positionals.isEmpty { spec.command = arguments.positionals }
         return try spec.validated(requiringCommand: requiringCommand)

@@ -30,6 +30,8 @@ enum CreateCommand: CLICommand {
         try MachineFlags.check(arguments, backend: selection.backend)
         var options = LaunchOptions()
         try MachineFlags.apply(arguments, directory: context.currentDirectory, to: &options)
+        // Refused here rather than by the supervisor, so that the caller reads why.
+        try selection.backend.checkSupport(spec, options: options)
         let name: String
         if let given = arguments.value("--name") { name = given } else { name = try SessionCLI.generatedName() }
         let client = SessionCLI.client()

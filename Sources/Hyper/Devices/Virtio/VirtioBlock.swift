@@ -21,6 +21,12 @@ public final class FileBlockStorage: BlockStorage {
         }
     }
 
+    /// Takes over an open descriptor (closed with the storage) of `size` bytes.
+    public init(descriptor: Int32, size: UInt64) {
+        self.descriptor = descriptor
+        self.size = size
+    }
+
     deinit { HostSystem.closeDescriptor(descriptor) }
 
     public func read(count: Int, at offset: UInt64) throws(HyperError) -> [UInt8] {
