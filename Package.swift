@@ -53,7 +53,6 @@ let package = Package(
 
         // Benchmarks that run in-process (the others are scripts in Benchmarks/).
         .executableTarget(name: "fake-throughput", dependencies: ["Hyper", "HyperFake"], path: "Benchmarks/FakeThroughput"),
-        .executableTarget(name: "snapshot-restore", dependencies: ["Hyper", "HyperKVM"], path: "Benchmarks/SnapshotRestore"),
 
         .testTarget(name: "HyperAgentProtocolTests", dependencies: ["HyperAgentProtocol"]),
         .testTarget(name: "HyperTests", dependencies: ["Hyper"]),

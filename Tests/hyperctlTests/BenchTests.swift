@@ -101,3 +101,36 @@ struct BenchTests {
         #expect(XMLParser(data: try Data(contentsOf: URL(fileURLWithPath: folder + "/out.svg"))).parse())
     }
 }
+
+/// Whether this process may open /dev/kvm read-write (a tiny guest runs even without acceleration).
+let kvmUsableForBench = access("/dev/kvm", R_OK | W_OK) == 0
+
+@Suite("Snapshot benchmark", .serialized, .enabled(if: kvmUsableForBench, "needs read-write access to /dev/kvm"))
+struct SnapshotBenchTests {
+    @Test func restoredAndColdTinyGuestsAreTimedAndTheirMemoryMeasured() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = runInProcess(["bench", "snapshot", "--runs", "3", "--warmup", "1", "--json", "snap.json"], directory: directory)
+        #expect(result.exitCode == 0, "stderr: \(result.errorOutput)")
+        #expect(result.output.contains("snapshot restore  median") && result.output.contains("ratio"))
+        let document = try JSONValue.parse(String(contentsOfFile: directory + "/snap.json", encoding: .utf8))
+        let snapshot = document["snapshot"]
+        #expect(snapshot?["coldBoot"]?["runs"] == .integer(3) && snapshot?["restore"]?["runs"] == .integer(3))
+        guard case let .number(ratio)? = snapshot?["restoreToColdRatio"] else {
+            Issue.record("no ratio")
+            return
+        }
+        #expect(ratio > 0)
+        guard case let .number(coldKiB)? = snapshot?["coldBootsMemory"]?["residentKiB"] else {
+            Issue.record("no memory figures")
+            return
+        }
+        #expect(coldKiB > 0)  // Ten live machines take memory: a zero would mean the measurement is broken.
+        #expect(document["host"]?["cpu"] != nil)
+    }
+
+    @Test func coldStartOptionsAreRefused() {
+        let result = runInProcess(["bench", "snapshot", "--peers", "none"])
+        #expect(result.exitCode == 125 && result.errorOutput.contains("--peers applies to bench cold-start"))
+    }
+}
