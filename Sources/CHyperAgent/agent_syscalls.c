@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <linux/random.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -199,6 +200,31 @@ int chyper_agent_loopback_listen(unsigned short port) {
 
 int chyper_agent_accept(int listener) {
     return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+int chyper_agent_set_identity(const char *hostname, const void *seed, size_t length) {
+    if (sethostname(hostname, strlen(hostname)) != 0) return -1;
+    if (length == 0) return 0;
+    // rand_pool_info ends in a flexible array: the bytes follow its header.
+    union {
+        struct rand_pool_info info;
+        unsigned char raw[sizeof(struct rand_pool_info) + 512];
+    } entropy;
+    if (length > sizeof entropy.raw - sizeof(struct rand_pool_info)) {
+        errno = EINVAL;
+        return -1;
+    }
+    entropy.info.entropy_count = (int)(length * 8);
+    entropy.info.buf_size = (int)length;
+    memcpy(entropy.raw + sizeof(struct rand_pool_info), seed, length);
+    int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int result = ioctl(fd, RNDADDENTROPY, &entropy.info);
+    if (result == 0) result = ioctl(fd, RNDRESEEDCRNG);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result;
 }
 
 int chyper_agent_switch_root(const char *new_root) {

@@ -37,6 +37,25 @@ public struct AgentSandboxSetup: Equatable, Sendable {
     }
 }
 
+/// Who the guest is: its hostname, and fresh entropy for its kernel's random generator. The host sends it
+/// right after `ready`, so that no two sandboxes (and, later, no two clones of one snapshot) share either.
+public struct AgentIdentity: Equatable, Sendable {
+    /// The most bytes a hostname may have (the kernel's limit).
+    public static let maximumHostnameLength = 64
+    /// The most bytes of entropy one message carries.
+    public static let maximumSeed = 512
+
+    public var hostname: String
+    /// Random bytes from the host, mixed into the guest kernel's pool, which is then reseeded.
+    public var seed: [UInt8]
+
+    /// Creates an identity.
+    public init(hostname: String, seed: [UInt8]) {
+        self.hostname = hostname
+        self.seed = seed
+    }
+}
+
 /// What a `ready` message reports: the guest's protocol version and when it came up.
 public struct AgentReady: Equatable, Sendable {
     public var version: UInt32
@@ -158,6 +177,8 @@ public enum AgentMessage: Equatable, Sendable {
     case setup(AgentSandboxSetup)
     /// Send back what changed in the workspace since it came in (or since the last time).
     case returnWorkspace
+    /// The guest's hostname and entropy, right after `ready`.
+    case identity(AgentIdentity)
 
     // Either way: a connection to the egress proxy, multiplexed on the channel. The guest opens it (a client
     // connected to the agent's listener); data flows both ways, each side acknowledging what it has written
@@ -198,6 +219,7 @@ public enum AgentMessage: Equatable, Sendable {
         case .shutdown: return 0x05
         case .setup: return 0x06
         case .returnWorkspace: return 0x07
+        case .identity: return 0x08
         case .connectionOpen: return 0x50
         case .connectionData: return 0x51
         case .connectionAcknowledge: return 0x52
@@ -287,6 +309,9 @@ public enum AgentMessage: Equatable, Sendable {
             }
         case let .failure(text):
             payload.string(text)
+        case let .identity(identity):
+            payload.string(identity.hostname)
+            payload.data(identity.seed)
         case let .daemonReady(report):
             payload.string(report.name)
             payload.integer(report.startNanoseconds)
@@ -321,6 +346,14 @@ public enum AgentMessage: Equatable, Sendable {
         case 0x04: message = .resize(try reader.integer(), rows: try reader.integer(), columns: try reader.integer())
         case 0x05: message = .shutdown
         case 0x07: message = .returnWorkspace
+        case 0x08:
+            let hostname = try reader.string()
+            let seed = try reader.data()
+            guard !hostname.isEmpty, hostname.utf8.count <= AgentIdentity.maximumHostnameLength, !hostname.contains("/") else {
+                throw .malformed("the hostname \"\(hostname)\"")
+            }
+            guard seed.count <= AgentIdentity.maximumSeed else { throw .malformed("\(seed.count) bytes of seed (at most \(AgentIdentity.maximumSeed))") }
+            message = .identity(AgentIdentity(hostname: hostname, seed: seed))
         case 0x06:
             let port: UInt16 = try reader.integer()
             let names = try reader.strings()

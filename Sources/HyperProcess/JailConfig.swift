@@ -41,7 +41,7 @@ public struct JailConfig: Equatable, Sendable {
     public var cgroups = CgroupPlan()
     /// `setrlimit` resources and values applied inside.
     public var resourceLimits: [(resource: Int32, value: UInt64)] = []
-    public var hostname = "sandbox"
+    public var hostname = LaunchOptions.defaultHostname
     public var forwardStdin = false
     /// Whether the command gets a terminal of the sandbox's own devpts, relayed to the host streams.
     public var tty = false

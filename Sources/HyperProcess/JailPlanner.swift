@@ -31,8 +31,9 @@ public struct JailPlanner: Sendable {
     /// Each of `secrets` becomes a read-only file in `/run/secrets` of the sandbox's read-only root (holding
     /// the placeholder for an injected secret, which also goes into the command's environment).
     public func plan(_ spec: SandboxSpec, facts: ProcessHostFacts, sandboxName: String, egressSocket: String? = nil,
-                     secrets: SandboxSecrets = SandboxSecrets()) -> JailConfig {
+                     secrets: SandboxSecrets = SandboxSecrets(), hostname: String? = nil) -> JailConfig {
         var config = JailConfig()
+        if let hostname { config.hostname = hostname }
         config.argv = spec.command
         let proxyEnvironment = egressSocket == nil ? [] : EgressProxy.clientEnvironment(url: EgressProxy.sandboxURL)
         config.environment = spec.commandEnvironment(adding: proxyEnvironment + secrets.placeholderEnvironment)

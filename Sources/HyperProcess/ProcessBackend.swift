@@ -87,7 +87,8 @@ public struct ProcessBackend: Backend {
         let name = "sandbox-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
         let secrets = try SandboxSecrets.read(spec)
         let egress = try startEgressProxy(spec, name: name, secrets: secrets, streams: options.streams)
-        var config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets)
+        var config = JailPlanner().plan(spec, facts: facts, sandboxName: name, egressSocket: egress?.proxy.socketPath, secrets: secrets,
+                                        hostname: options.hostname)
         adjust(&config)
         let sandbox: ProcessSandbox
         do {

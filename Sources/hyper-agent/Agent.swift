@@ -137,6 +137,10 @@ final class Agent {
             if let command = commands[id], command.terminal, command.output >= 0 { _ = chyper_agent_set_window(command.output, rows, columns) }
         case .returnWorkspace:
             sendChanges()
+        case let .identity(identity):
+            guard GuestSystem.setIdentity(hostname: identity.hostname, seed: identity.seed) else {
+                throw AgentError.system("set the hostname and reseed the random generator", errno)
+            }
         case .shutdown:
             chyper_agent_power_off()
         case let .setup(setup):

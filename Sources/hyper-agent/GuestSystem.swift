@@ -148,6 +148,13 @@ enum GuestSystem {
         return unsafe copies.withUnsafeBufferPointer { unsafe body($0.baseAddress!) }
     }
 
+    /// Sets the hostname, mixes `seed` into the kernel's entropy pool and reseeds its generator from it;
+    /// false with errno.
+    static func setIdentity(hostname: String, seed: [UInt8]) -> Bool {
+        // SAFETY: the shim reads the NUL-terminated hostname and `seed.count` bytes of the array during the call.
+        unsafe seed.withUnsafeBytes { unsafe chyper_agent_set_identity(hostname, $0.baseAddress, $0.count) == 0 }
+    }
+
     /// Waits for one child to end; its wait status, or nil with errno.
     static func waitForChild(_ pid: pid_t) -> Int32? {
         var status: Int32 = 0

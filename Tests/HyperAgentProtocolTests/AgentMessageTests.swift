@@ -17,6 +17,7 @@ struct AgentMessageTests {
         .setup(AgentSandboxSetup(proxyPort: 3128, secretFiles: [("TOKEN", "placeholder"), ("KEY", "")])), .setup(AgentSandboxSetup()),
         .connectionOpen(7), .connectionData(7, Array("GET".utf8)), .connectionAcknowledge(7, 3), .connectionClose(UInt32.max),
         .daemonReady(AgentDaemonReady(name: "dockerd", startNanoseconds: 1_200_000_000, readyNanoseconds: UInt64.max)),
+        .identity(AgentIdentity(hostname: "vm1", seed: Array(0..<32))), .identity(AgentIdentity(hostname: "s", seed: [])),
     ]
 
     @Test func everyMessageRoundTripsEvenByteByByte() throws {
@@ -47,6 +48,7 @@ struct AgentMessageTests {
         ([0x0D, 0x00, 0x00, 0x00, 0x01, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
         ([0x06, 0x00, 0x00, 0x00, 0x85, 1, 0, 0, 0, 0], "NUL"),
         ([0x0A, 0x00, 0x00, 0x00, 0x86, 1, 0, 0, 0, 0x64, 1, 0, 0, 0], "truncated integer"),  // daemon-ready cut short
+        ([0x09, 0x00, 0x00, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0], "the hostname \"\""),     // identity without a hostname
         ([0x17, 0x00, 0x00, 0x00, 0x06, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0x61, 0x2F, 0x62, 1, 0, 0, 0, 1, 0, 0, 0, 0x78], "secret file name"),
     ])
     func malformedFramesAreErrorsNotCrashes(bytes: [UInt8], expected: String) {
@@ -56,6 +58,16 @@ struct AgentMessageTests {
             _ = try decoder.next()
         } throws: { error in
             "\(error)".contains(expected)
+        }
+    }
+
+    @Test func anIdentityWithTooMuchSeedOrABadHostnameIsRefused() {
+        for identity in [AgentIdentity(hostname: "a", seed: Array(repeating: 7, count: AgentIdentity.maximumSeed + 1)),
+                         AgentIdentity(hostname: String(repeating: "h", count: AgentIdentity.maximumHostnameLength + 1), seed: []),
+                         AgentIdentity(hostname: "a/b", seed: [])] {
+            var decoder = FrameDecoder()
+            decoder.append(AgentMessage.identity(identity).frame)
+            #expect(throws: AgentProtocolError.self) { _ = try decoder.next() }
         }
     }
 

@@ -51,6 +51,10 @@ check_all "a terminal for -t ($out)" '[ "$code" = 0 ] && case "$out" in /dev/pts
 
 guest="$(run -- uname -r)"
 check "guest kernel is its own (L1 $(uname -r), guest $guest)" [ -n "$guest" -a "$guest" != "$(uname -r)" ]
+out="$(run -- sh -c 'hostname; head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n"')"
+again="$(run -- sh -c 'hostname; head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n"')"
+check_all "the guest is named sandbox, and its random generator differs per sandbox" '[ "$(echo "$out" | head -1)" = sandbox ] \
+    && [ -n "$(echo "$out" | sed -n 2p)" ] && [ "$(echo "$out" | sed -n 2p)" != "$(echo "$again" | sed -n 2p)" ]'
 guest_boot="$(run -- cat /proc/sys/kernel/random/boot_id)"
 check "guest boot id differs from L1's" [ -n "$guest_boot" -a "$guest_boot" != "$(cat /proc/sys/kernel/random/boot_id)" ]
 
@@ -115,6 +119,8 @@ check_all "two concurrent execs run at once in one VM" '[ "$code_a" = 0 -a "$cod
 out="$(hyperctl exec vm1 -- sh -c 'cat /proc/sys/kernel/random/boot_id; exit 3')"; code=$?
 again="$(hyperctl exec vm1 -- cat /proc/sys/kernel/random/boot_id)"
 check "execs share one guest and keep their exit codes" [ "$code" = 3 -a -n "$out" -a "$out" = "$again" ]
+out="$(hyperctl exec vm1 -- hostname)"
+check "a session's hostname is its name" [ "$out" = vm1 ]
 out="$(echo piped | hyperctl exec -i vm1 -- cat)"
 check "exec -i forwards stdin" [ "$out" = piped ]
 hyperctl exec vm1 -- no-such-command 2>/dev/null; code=$?

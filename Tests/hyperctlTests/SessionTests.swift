@@ -64,6 +64,8 @@ struct SessionTests {
         let running = try fixture.listing()["work"]
         #expect(running?.string("state") == "running" && running?.string("backend") == "process")
         #expect(running?.integer("commands") == 4)
+        // Its hostname is its name.
+        #expect(try fixture.hyperctl(["exec", "work", "--", "sh", "-c", "hostname; cat /etc/hostname"]).output == "work\nwork\n")
         #expect((running?.integer("memoryBytes") ?? 0) > 0)
 
         #expect(try fixture.hyperctl(["stop", "work"]).exitCode == 0)

@@ -59,6 +59,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     static let oneShotCommand: UInt32 = 1
     /// For a network allowlist: the egress proxy, and the bridge that carries the guest's connections to it.
     private let egress: (proxy: EgressProxy, bridge: GuestEgressBridge, log: Int32)?
+    /// What the guest learns right after `ready`: its hostname and fresh entropy.
+    private let identity: AgentIdentity
 
     /// Builds and starts the microVM for `spec` on `hypervisor`.
     /// - Parameters:
@@ -94,6 +96,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         console.acceptsOutput = { inbox.withLock { $0.count } < Self.outputWindow }
         let random = try HostRandom()
         let entropy = VirtioEntropy { count in random.bytes(count) }
+        identity = AgentIdentity(hostname: options.hostname ?? LaunchOptions.defaultHostname, seed: random.bytes(32))
         var consoleMirror: Int32?
         if let path = options.guestConsolePath {
             do { consoleMirror = try HostSystem.createFile(path) } catch { throw HyperError(.invalidArgument, "--guest-console: \(error)") }
@@ -417,6 +420,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                         $0.append(("guestAgentStartNanoseconds", .string(String(report.agentStartNanoseconds))))
                         $0.append(("guestReadyNanoseconds", .string(String(report.readyNanoseconds))))
                     }
+                    send(.identity(identity))
                     if egress != nil || !secrets.entries.isEmpty {
                         send(.setup(AgentSandboxSetup(proxyPort: egress == nil ? 0 : EgressProxy.sandboxPort,
                                                       secretFiles: secrets.entries.map { ($0.name, $0.visibleValue) })))
@@ -495,7 +499,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 case .connectionOpen, .connectionData, .connectionAcknowledge, .connectionClose:
                     guard let egress else { throw protocolError("a proxy connection in a sandbox without network") }
                     egress.bridge.deliver(message)
-                case .exec, .stdin, .signal, .resize, .shutdown, .setup, .returnWorkspace:
+                case .exec, .stdin, .signal, .resize, .shutdown, .setup, .returnWorkspace, .identity:
                     throw protocolError("a host message from the guest")
                 }
             }

@@ -185,6 +185,10 @@ public struct LaunchOptions: Sendable {
     public var guestConsolePath: String?
     /// For microVM backends: disk images attached as virtio-blk devices (/dev/vda, /dev/vdb... in order).
     public var disks: [DiskAttachment] = []
+    /// The sandbox's hostname: a session's is its name; nil for `defaultHostname`.
+    public var hostname: String?
+    /// Every backend's hostname when the options name none.
+    public static let defaultHostname = "sandbox"
 
     /// Creates default options.
     public init() {}

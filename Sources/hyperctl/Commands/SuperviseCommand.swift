@@ -32,6 +32,7 @@ enum SuperviseCommand: CLICommand {
             var options = LaunchOptions()
             try MachineFlags.apply(arguments, directory: "/", to: &options)
             options.streams = StandardStreams(input: context.streams.input, output: context.streams.error, error: context.streams.error)
+            options.hostname = name
             let sandbox = try backend.launchSession(spec, options: options)
             supervisor = try SessionSupervisor(name: name, backend: backend.name, workspace: spec.workspace, sandbox: sandbox, store: store)
         } catch {
