@@ -103,7 +103,7 @@ final class ScriptedVCPU: VirtualCPU {
 
     func run(bus: MachineBus, deadline: UInt64?) throws(HyperError) -> VMExit {
         for step in script {
-            if stopRequested.load(ordering: .relaxed) { return .stopped }
+            if stopRequested.exchange(false, ordering: .relaxed) { return .stopped }
             switch step {
             case let .portWrite(port, size, value): bus.writePort(port, size: size, value: value)
             case let .portRead(port, size): recording.read(bus.readPort(port, size: size))

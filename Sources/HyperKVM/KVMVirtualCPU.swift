@@ -216,7 +216,12 @@ final class KVMVirtualCPU: VirtualCPU, @unchecked Sendable {
         // SAFETY: as above.
         defer { unsafe chyper_wakeup_disarm(&wakeup) }
         while true {
-            if stopRequested.load(ordering: .sequentiallyConsistent) { return .stopped }
+            // A stop request is taken once: the next `run` (a paused machine resumed) runs again.
+            if stopRequested.exchange(false, ordering: .sequentiallyConsistent) {
+                // SAFETY: the run area stays mapped for this object's lifetime; the shim writes one field atomically.
+                unsafe chyper_vcpu_clear_kick(runArea)
+                return .stopped
+            }
             if let deadline, HostSystem.monotonicNanoseconds() >= deadline { return .timedOut }
             let result = chyper_ioctl_value(descriptor, chyper_KVM_RUN(), 0)
             if result < 0 {

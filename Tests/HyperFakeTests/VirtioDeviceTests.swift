@@ -343,3 +343,34 @@ struct VirtioFuzzTests {
         #expect(failed > 20, "\(name): \(failed) rounds failed the device")
     }
 }
+
+@Suite("Virtio transport state for snapshots")
+struct VirtioTransportStateTests {
+    @Test func aTransportStateWithLiveQueuesSurvivesItsEncoding() {
+        var state = VirtioMMIOTransport.State()
+        state.status = 0x0F
+        state.driverFeatures = 1 << 32 | 1 << 9
+        state.queueSelect = 1
+        state.interruptStatus = 1
+        state.configGeneration = 3
+        for index in 0..<2 {
+            var queue = VirtQueue()
+            queue.size = 256
+            queue.descriptorTable = 0x10_0000 + UInt64(index) * 0x1_0000
+            queue.availableRing = queue.descriptorTable + 0x1000
+            queue.usedRing = queue.descriptorTable + 0x2000
+            queue.nextAvailable = 65_530
+            queue.nextUsed = UInt16(7 + index)
+            state.queues.append(queue)
+            state.ready.append(index == 0)
+        }
+        let bytes = state.encoded
+        #expect(VirtioMMIOTransport.State(encoded: bytes) == state)
+        // Cut short, lengthened, or with a queue over the largest size: refused, never trusted.
+        #expect(VirtioMMIOTransport.State(encoded: Array(bytes.dropLast())) == nil)
+        #expect(VirtioMMIOTransport.State(encoded: bytes + [0]) == nil)
+        var oversized = state
+        oversized.queues[1].size = VirtQueue.maximumSize + 1
+        #expect(VirtioMMIOTransport.State(encoded: oversized.encoded) == nil)
+    }
+}

@@ -201,3 +201,80 @@ struct SnapshotTests {
         }
     }
 }
+
+/// A whole MicroVM (vCPU threads, COM1, a virtio transport) paused while the counting guest runs, written
+/// out, resumed, and restored twice into fresh machines from the folder.
+@Suite("MicroVM paused, snapshotted and restored on real KVM", .serialized, .enabled(if: kvmDeviceUsable, "needs read-write access to /dev/kvm"))
+struct MicroVMSnapshotTests {
+    static let limit: UInt32 = 6000
+
+    func entropy() -> VirtioEntropy { VirtioEntropy { Array(repeating: 1, count: $0) } }
+
+    /// Starts `vm` and waits for it to end by itself (the counting guest resets after its last count).
+    func runToEnd(_ vm: MicroVM) throws -> VMExit? {
+        let ended = Locked<Result<VMExit, HyperError>?>(nil)
+        try vm.start { result in ended.withLock { $0 = result } }
+        guard eventually(seconds: 60, { ended.value != nil }) else { return nil }
+        vm.stop()
+        return try ended.value?.get()
+    }
+
+    /// Everything the console kept, as one string.
+    func printed(_ vm: MicroVM) -> String { vm.console.lastLines(1000).joined() }
+
+    @Test func aPausedMachineGoesOnAndItsClonesGoOnFromTheSameCount() throws {
+        let configuration = MicroVM.Configuration(kernel: TinyGuest.countingImage(limit: Self.limit), kernelName: "counting guest", initrd: nil,
+                                                  commandLine: "", memoryBytes: 64 << 20, vcpus: 1)
+        let origin = try MicroVM(configuration, devices: [entropy()], console: ConsoleLog(), on: KVMHypervisor())
+        let ended = Locked<Result<VMExit, HyperError>?>(nil)
+        try origin.start { result in ended.withLock { $0 = result } }
+        #expect(eventually { printed(origin).count >= 50 })
+        try origin.pause()
+        let countAtPause = printed(origin).count
+        #expect(countAtPause > 0 && countAtPause < Int(Self.limit), "paused part-way (\(countAtPause) counts)")
+        #expect(!eventually(seconds: 0.2) { printed(origin).count != countAtPause }, "a paused machine prints nothing")
+
+        let folder = NSTemporaryDirectory() + "hyperctl-microvm-snapshot-\(getpid())"
+        defer { HostSystem.removeTree(folder) }
+        try origin.captureSnapshot().write(to: folder, memory: origin.memory)
+
+        // The original goes on to the end.
+        try origin.resume()
+        #expect(eventually(seconds: 60) { ended.value != nil })
+        origin.stop()
+        #expect(try ended.value?.get() == .reset)
+        let whole = TinyGuest.countingOutput(limit: Self.limit)
+        #expect(printed(origin) == whole)
+
+        // Two clones, each from the count the original had when paused, independently.
+        for _ in 0..<2 {
+            let snapshot = try MachineSnapshot.read(from: folder)
+            let clone = try MicroVM(restoring: snapshot, memory: MachineSnapshot.mapMemory(from: folder, snapshot: snapshot),
+                                    devices: [entropy()], console: ConsoleLog(), on: KVMHypervisor())
+            #expect(clone.transports[0].state == origin.transports[0].state)
+            #expect(try runToEnd(clone) == .reset)
+            #expect(printed(clone) == String(whole.dropFirst(countAtPause)))
+        }
+    }
+
+    @Test func aSnapshotNeedsThePausedMachineAndMatchingDevices() throws {
+        let configuration = MicroVM.Configuration(kernel: TinyGuest.countingImage(limit: Self.limit), kernelName: "counting guest", initrd: nil,
+                                                  commandLine: "", memoryBytes: 64 << 20, vcpus: 1)
+        let vm = try MicroVM(configuration, devices: [entropy()], console: ConsoleLog(), on: KVMHypervisor())
+        try vm.start { _ in }
+        #expect(throws: HyperError.self) { _ = try vm.captureSnapshot() }
+        try vm.pause()
+        let snapshot = try vm.captureSnapshot()
+        vm.stop()
+        // Restored with another device in the virtio slot, or none, it is refused.
+        let block = VirtioBlock(storage: FileBlockStorage(descriptor: try HostSystem.createAnonymousFile(in: NSTemporaryDirectory(), size: 1 << 20), size: 1 << 20),
+                                readOnly: false)
+        #expect(throws: HyperError.self) {
+            _ = try MicroVM(restoring: snapshot, memory: GuestMemory(size: 64 << 20), devices: [block], console: ConsoleLog(), on: KVMHypervisor())
+        }
+        // The transport's state survives its encoding.
+        let state = try #require(snapshot.devices["virtio.0"])
+        #expect(VirtioMMIOTransport.State(encoded: state)?.encoded == state)
+        #expect(VirtioMMIOTransport.State(encoded: Array(state.dropLast())) == nil)
+    }
+}

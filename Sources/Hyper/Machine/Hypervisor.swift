@@ -65,7 +65,8 @@ public protocol VirtualCPU: AnyObject {
     /// `bus` inside; only halts, shutdowns, resets, timeouts and failures come back.
     /// - Parameter deadline: a `HostSystem.monotonicNanoseconds()` instant after which the run ends `.timedOut`.
     func run(bus: MachineBus, deadline: UInt64?) throws(HyperError) -> VMExit
-    /// Makes the current `run` (or the next one) return `.stopped` soon. Safe to call from any thread.
+    /// Makes the current `run` (or the next one) return `.stopped` soon; the request is used up by that
+    /// return, so a later `run` goes on. Safe to call from any thread.
     func requestStop()
     /// The vCPU's whole state, for a snapshot; call it only while the vCPU is not running.
     func saveState() throws(HyperError) -> AcceleratorState

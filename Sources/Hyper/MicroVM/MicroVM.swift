@@ -73,29 +73,58 @@ public final class MicroVM: @unchecked Sendable {
     private let serial: Serial16550
     private let threads = Mutex<[HostThread]>([])
     private let ended = Atomic<Bool>(false)
+    /// What `start` was given, for `resume`.
+    private let endHandler = Mutex<(@Sendable (Result<VMExit, HyperError>) -> Void)?>(nil)
 
     /// Builds the machine; nothing runs until `start`.
-    public init(_ configuration: Configuration, devices: [any VirtioDevice], console: ConsoleLog, on hypervisor: any Hypervisor) throws(HyperError) {
+    public convenience init(_ configuration: Configuration, devices: [any VirtioDevice], console: ConsoleLog, on hypervisor: any Hypervisor) throws(HyperError) {
         guard configuration.memoryBytes >= 64 << 20, configuration.memoryBytes <= Self.maximumMemory else {
             throw HyperError(.invalidSpec, "memory: a microVM takes 64 MiB to \(Units.formatSize(Self.maximumMemory)); \(Units.formatSize(configuration.memoryBytes)) was asked")
         }
         guard (1...Self.maximumVCPUs).contains(configuration.vcpus) else {
             throw HyperError(.invalidSpec, "cpus: a microVM takes 1 to \(Self.maximumVCPUs) vCPUs; \(configuration.vcpus) was asked")
         }
-        self.console = console
-        memory = try GuestMemory(size: configuration.memoryBytes)
-        let windows = devices.indices.map { index in
-            ACPITables.VirtioDevice(base: UInt32(Self.virtioBase) + UInt32(index) * 0x1000, length: UInt32(VirtioMMIOTransport.windowSize),
-                                    interrupt: Self.virtioFirstInterrupt + UInt32(index))
-        }
+        let memory = try GuestMemory(size: configuration.memoryBytes)
         let entry = try GuestLoader.load(kernel: configuration.kernel, kernelName: configuration.kernelName, initrd: configuration.initrd,
-                                         commandLine: configuration.commandLine, into: memory, vcpus: configuration.vcpus, virtioDevices: windows)
-        machine = try hypervisor.makeVirtualMachine(memory: memory)
-        var created: [any VirtualCPU] = []
-        for index in 0..<configuration.vcpus { created.append(try machine.makeVCPU(index: index)) }
-        vcpus = created
+                                         commandLine: configuration.commandLine, into: memory, vcpus: configuration.vcpus,
+                                         virtioDevices: Self.windows(count: devices.count))
+        try self.init(memory: memory, vcpuCount: configuration.vcpus, devices: devices, console: console, on: hypervisor)
         try vcpus[0].setSpecialRegisters(entry.specialRegisters)
         try vcpus[0].setRegisters(entry.registers)
+    }
+
+    /// Rebuilds a machine from a snapshot taken by `captureSnapshot`, over `memory` (mapped from the
+    /// snapshot's memory file), with the same kinds of devices in the same order; nothing runs until `start`.
+    public convenience init(restoring snapshot: MachineSnapshot, memory: GuestMemory, devices: [any VirtioDevice], console: ConsoleLog,
+                            on hypervisor: any Hypervisor) throws(HyperError) {
+        guard (1...Self.maximumVCPUs).contains(snapshot.vcpus.count) else {
+            throw HyperError(.invalidArgument, "snapshot: \(snapshot.vcpus.count) vCPUs is not a microVM's")
+        }
+        try self.init(memory: memory, vcpuCount: snapshot.vcpus.count, devices: devices, console: console, on: hypervisor)
+        try machine.restoreState(snapshot.machine)
+        for (vcpu, state) in zip(vcpus, snapshot.vcpus) { try vcpu.restoreState(state) }
+        guard let serialState = snapshot.devices[Self.serialKey].flatMap(Serial16550.State.init(encoded:)) else {
+            throw HyperError(.invalidArgument, "snapshot: no serial port state")
+        }
+        serial.restore(serialState)
+        for (index, transport) in transports.enumerated() {
+            guard snapshot.devices[Self.deviceTypeKey(index)] == Self.encodedType(transport.device.deviceType),
+                  let state = snapshot.devices[Self.transportKey(index)].flatMap(VirtioMMIOTransport.State.init(encoded:)) else {
+                throw HyperError(.invalidArgument, "snapshot: virtio device \(index) is missing or of another kind")
+            }
+            try transport.restore(state)
+        }
+    }
+
+    /// The machine around `memory`: the VM, its vCPUs, COM1, the i8042 and the virtio transports.
+    private init(memory: GuestMemory, vcpuCount: Int, devices: [any VirtioDevice], console: ConsoleLog, on hypervisor: any Hypervisor) throws(HyperError) {
+        self.console = console
+        self.memory = memory
+        let windows = Self.windows(count: devices.count)
+        machine = try hypervisor.makeVirtualMachine(memory: memory)
+        var created: [any VirtualCPU] = []
+        for index in 0..<vcpuCount { created.append(try machine.makeVCPU(index: index)) }
+        vcpus = created
 
         let machine = self.machine
         serial = try RawMachine.mapLegacyDevices(on: bus, machine: machine) { [console] bytes in console.append(bytes) }
@@ -109,9 +138,24 @@ public final class MicroVM: @unchecked Sendable {
         self.transports = transports
     }
 
+    /// The virtio-mmio windows of `count` devices, one page each, and their interrupt lines.
+    static func windows(count: Int) -> [ACPITables.VirtioDevice] {
+        (0..<count).map { index in
+            ACPITables.VirtioDevice(base: UInt32(virtioBase) + UInt32(index) * 0x1000, length: UInt32(VirtioMMIOTransport.windowSize),
+                                    interrupt: virtioFirstInterrupt + UInt32(index))
+        }
+    }
+
+    // The names of the device states in a snapshot.
+    static let serialKey = "serial"
+    static func transportKey(_ index: Int) -> String { "virtio.\(index)" }
+    static func deviceTypeKey(_ index: Int) -> String { "virtio.\(index).type" }
+    static func encodedType(_ type: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: type >> ($0 * 8)) } }
+
     /// Starts every vCPU on its own thread. The first vCPU to end the machine (reset, power-off, a fault)
     /// stops the others, and `onEnd` gets that exit, or the error, once. `stop` ends it from outside.
     public func start(onEnd: @escaping @Sendable (Result<VMExit, HyperError>) -> Void) throws(HyperError) {
+        endHandler.withLock { $0 = onEnd }
         for index in vcpus.indices {
             let thread = try HostThread.start { [self] in
                 let outcome: Result<VMExit, HyperError>
@@ -128,6 +172,40 @@ public final class MicroVM: @unchecked Sendable {
             }
             threads.withLock { $0.append(thread) }
         }
+    }
+
+    /// Stops every vCPU thread at its next exit and waits for them, so that the machine's state holds still
+    /// (for `captureSnapshot`); `resume` starts them again. Throws when the machine has ended.
+    public func pause() throws(HyperError) {
+        for vcpu in vcpus { vcpu.requestStop() }
+        let running = threads.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        for thread in running { thread.join() }
+        serial.flush()
+        guard !ended.load(ordering: .sequentiallyConsistent) else { throw HyperError(.phaseFailed, "the machine has ended") }
+    }
+
+    /// Starts the vCPU threads of a paused machine again, with the end handler `start` was given.
+    public func resume() throws(HyperError) {
+        guard let onEnd = endHandler.withLock({ $0 }) else { throw HyperError(.phaseFailed, "the machine was never started") }
+        guard !ended.load(ordering: .sequentiallyConsistent) else { throw HyperError(.phaseFailed, "the machine has ended") }
+        try start(onEnd: onEnd)
+    }
+
+    /// The machine's whole state while it is paused: the VM, every vCPU, COM1 and each virtio transport
+    /// (with its device's type). A device that failed cannot be snapshotted.
+    public func captureSnapshot() throws(HyperError) -> MachineSnapshot {
+        guard threads.withLock({ $0.isEmpty }) else { throw HyperError(.phaseFailed, "a snapshot needs the machine paused") }
+        var devices: [String: [UInt8]] = [Self.serialKey: serial.state.encoded]
+        for (index, transport) in transports.enumerated() {
+            let state = transport.state
+            if let failure = state.failure { throw HyperError(.phaseFailed, "virtio device \(index) has failed (\(failure)); it cannot be snapshotted") }
+            devices[Self.transportKey(index)] = state.encoded
+            devices[Self.deviceTypeKey(index)] = Self.encodedType(transport.device.deviceType)
+        }
+        return try MachineSnapshot.capture(machine: machine, vcpus: vcpus, devices: devices)
     }
 
     /// Stops every vCPU and waits for their threads. Safe to call more than once.

@@ -205,3 +205,57 @@ extension Serial16550.State {
         transmitInterruptPending = bytes[7] == 1
     }
 }
+
+extension VirtioMMIOTransport.State {
+    /// The state as snapshot bytes: the registers, then each queue and whether it is live. A failed device
+    /// has no snapshot form (a snapshot of it is refused before this is asked).
+    public var encoded: [UInt8] {
+        var writer = PayloadWriter()
+        for value in [status, deviceFeatureSelect, driverFeatureSelect, queueSelect, interruptStatus, configGeneration] { writer.integer(value) }
+        writer.integer(driverFeatures)
+        writer.integer(UInt32(queues.count))
+        for (queue, live) in zip(queues, ready) {
+            writer.integer(queue.size)
+            writer.integer(queue.descriptorTable)
+            writer.integer(queue.availableRing)
+            writer.integer(queue.usedRing)
+            writer.integer(queue.nextAvailable)
+            writer.integer(queue.nextUsed)
+            writer.integer(UInt8(live ? 1 : 0))
+        }
+        return writer.bytes
+    }
+
+    /// Reads `encoded`'s bytes; nil for anything else (a queue larger than the transport allows included).
+    public init?(encoded bytes: [UInt8]) {
+        var reader = PayloadReader(bytes: bytes[...])
+        do {
+            self.init()
+            status = try reader.integer()
+            deviceFeatureSelect = try reader.integer()
+            driverFeatureSelect = try reader.integer()
+            queueSelect = try reader.integer()
+            interruptStatus = try reader.integer()
+            configGeneration = try reader.integer()
+            driverFeatures = try reader.integer()
+            let count: UInt32 = try reader.integer()
+            guard count <= 16 else { return nil }
+            for _ in 0..<count {
+                var queue = VirtQueue()
+                queue.size = try reader.integer()
+                queue.descriptorTable = try reader.integer()
+                queue.availableRing = try reader.integer()
+                queue.usedRing = try reader.integer()
+                queue.nextAvailable = try reader.integer()
+                queue.nextUsed = try reader.integer()
+                let live: UInt8 = try reader.integer()
+                guard queue.size <= VirtQueue.maximumSize, live <= 1 else { return nil }
+                queues.append(queue)
+                ready.append(live == 1)
+            }
+        } catch {
+            return nil
+        }
+        guard reader.isAtEnd else { return nil }
+    }
+}
