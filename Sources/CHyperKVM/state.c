@@ -46,18 +46,29 @@ int chyper_vcpu_save(int kvm_fd, int vcpu_fd, struct kvm_run *run, chyper_vcpu_s
     return 0;
 }
 
-int chyper_vcpu_restore(int vcpu_fd, const chyper_vcpu_state *state) {
+int chyper_vcpu_restore(int vcpu_fd, const chyper_vcpu_state *state, const char **failed_step, unsigned int *failed_msr) {
+    *failed_step = "check";
+    *failed_msr = 0;
     if (state->msr_count > 256) {
         errno = EINVAL;
         return -1;
     }
+    *failed_step = "KVM_SET_MP_STATE";
     if (ioctl(vcpu_fd, KVM_SET_MP_STATE, &state->mp_state) != 0) return -1;
+    *failed_step = "KVM_SET_REGS";
     if (ioctl(vcpu_fd, KVM_SET_REGS, &state->regs) != 0) return -1;
+    *failed_step = "KVM_SET_SREGS";
     if (ioctl(vcpu_fd, KVM_SET_SREGS, &state->sregs) != 0) return -1;
+    *failed_step = "KVM_SET_XSAVE";
     if (ioctl(vcpu_fd, KVM_SET_XSAVE, (const struct kvm_xsave *)state->xsave) != 0) return -1;
-    if (ioctl(vcpu_fd, KVM_SET_XCRS, &state->xcrs) != 0) return -1;
+    *failed_step = "KVM_SET_XCRS";
+    // A host CPU without XSAVE reports no XCRs, and refuses to set any.
+    if (state->xcrs.nr_xcrs > 0 && ioctl(vcpu_fd, KVM_SET_XCRS, &state->xcrs) != 0) return -1;
+    *failed_step = "KVM_SET_DEBUGREGS";
     if (ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &state->debugregs) != 0) return -1;
+    *failed_step = "KVM_SET_LAPIC";
     if (ioctl(vcpu_fd, KVM_SET_LAPIC, &state->lapic) != 0) return -1;
+    *failed_step = "KVM_SET_MSRS";
     union {
         struct kvm_msrs header;
         char bytes[sizeof(struct kvm_msrs) + 256 * sizeof(struct kvm_msr_entry)];
@@ -68,10 +79,12 @@ int chyper_vcpu_restore(int vcpu_fd, const chyper_vcpu_state *state) {
     int written = ioctl(vcpu_fd, KVM_SET_MSRS, &msrs);
     if (written < 0) return -1;
     if ((unsigned)written != state->msr_count) {
+        *failed_msr = state->msrs[written].index;
         errno = EINVAL;
         return -1;
     }
     // Pending events last: they refer to the state above.
+    *failed_step = "KVM_SET_VCPU_EVENTS";
     if (ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &state->events) != 0) return -1;
     return 0;
 }

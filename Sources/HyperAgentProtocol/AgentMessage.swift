@@ -37,8 +37,9 @@ public struct AgentSandboxSetup: Equatable, Sendable {
     }
 }
 
-/// Who the guest is: its hostname, and fresh entropy for its kernel's random generator. The host sends it
-/// right after `ready`, so that no two sandboxes (and, later, no two clones of one snapshot) share either.
+/// Who the guest is and when: its hostname, fresh entropy for its kernel's random generator, and the wall
+/// clock. The host sends it right after `ready` (and after a restore), so that no two sandboxes, and no two
+/// clones of one snapshot, share a hostname or random state, and a clone's clock is not the snapshot's.
 public struct AgentIdentity: Equatable, Sendable {
     /// The most bytes a hostname may have (the kernel's limit).
     public static let maximumHostnameLength = 64
@@ -48,11 +49,14 @@ public struct AgentIdentity: Equatable, Sendable {
     public var hostname: String
     /// Random bytes from the host, mixed into the guest kernel's pool, which is then reseeded.
     public var seed: [UInt8]
+    /// The host's wall clock (CLOCK_REALTIME), nanoseconds since the epoch.
+    public var realtimeNanoseconds: Int64
 
     /// Creates an identity.
-    public init(hostname: String, seed: [UInt8]) {
+    public init(hostname: String, seed: [UInt8], realtimeNanoseconds: Int64) {
         self.hostname = hostname
         self.seed = seed
+        self.realtimeNanoseconds = realtimeNanoseconds
     }
 }
 
@@ -312,6 +316,7 @@ public enum AgentMessage: Equatable, Sendable {
         case let .identity(identity):
             payload.string(identity.hostname)
             payload.data(identity.seed)
+            payload.integer(identity.realtimeNanoseconds)
         case let .daemonReady(report):
             payload.string(report.name)
             payload.integer(report.startNanoseconds)
@@ -349,11 +354,12 @@ public enum AgentMessage: Equatable, Sendable {
         case 0x08:
             let hostname = try reader.string()
             let seed = try reader.data()
+            let realtime: Int64 = try reader.integer()
             guard !hostname.isEmpty, hostname.utf8.count <= AgentIdentity.maximumHostnameLength, !hostname.contains("/") else {
                 throw .malformed("the hostname \"\(hostname)\"")
             }
             guard seed.count <= AgentIdentity.maximumSeed else { throw .malformed("\(seed.count) bytes of seed (at most \(AgentIdentity.maximumSeed))") }
-            message = .identity(AgentIdentity(hostname: hostname, seed: seed))
+            message = .identity(AgentIdentity(hostname: hostname, seed: seed, realtimeNanoseconds: realtime))
         case 0x06:
             let port: UInt16 = try reader.integer()
             let names = try reader.strings()

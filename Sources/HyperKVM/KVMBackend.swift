@@ -33,10 +33,11 @@ public struct KVMBackend: Backend {
     }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
+        let (spec, origin) = try origin(of: spec, options: options)
         let bootTimeout = try prepare(spec, options: options)
         #if os(Linux)
         let signals = try HostSignalRelay()
-        return try MicroVMSandbox(spec: spec, options: options, kit: try kit(for: options), hypervisor: KVMHypervisor(), signals: signals,
+        return try MicroVMSandbox(spec: spec, options: options, origin: origin, hypervisor: KVMHypervisor(), signals: signals,
                                   bootTimeout: bootTimeout)
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
@@ -45,12 +46,12 @@ public struct KVMBackend: Backend {
 
     /// A microVM that stays up for many commands; its time limit is the sandbox's life.
     public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
-        var sessionSpec = spec
+        var (sessionSpec, origin) = try origin(of: spec, options: options)
         sessionSpec.interactive = false
         sessionSpec.tty = false
         let bootTimeout = try prepare(sessionSpec, options: options)
         #if os(Linux)
-        return try MicroVMSession(spec: sessionSpec, options: options, kit: try kit(for: options), hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        return try MicroVMSession(spec: sessionSpec, options: options, origin: origin, hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
         #endif
@@ -68,6 +69,18 @@ public struct KVMBackend: Backend {
         try checkSupport(spec, options: options)
         if host.isAccelerated == false { return .seconds(3600) }
         return spec.docker ? DockerFlavour.bootTimeout : MicroVMSandbox.defaultBootTimeout
+    }
+
+    /// Where the machine comes from: the options' snapshot (whose size and flavour the spec takes where it
+    /// sets none), or the guest kit.
+    func origin(of spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> (SandboxSpec, MicroVMSandbox.Origin) {
+        guard let folder = options.snapshotPath else { return (spec, .boot(try kit(for: options))) }
+        let snapshot = try SandboxSnapshot.read(from: folder)
+        var restored = spec
+        if restored.limits.memoryBytes == nil { restored.limits.memoryBytes = snapshot.memoryBytes }
+        if restored.limits.cpus == nil { restored.limits.cpus = Double(snapshot.vcpus) }
+        if snapshot.isDocker { restored.docker = true }
+        return (restored, .snapshot(snapshot))
     }
 
     /// The guest kit, with the options' kernel or initrd in place of its own.

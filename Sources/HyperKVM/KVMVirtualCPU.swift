@@ -186,11 +186,20 @@ final class KVMVirtualCPU: VirtualCPU, @unchecked Sendable {
         guard state.accelerator == KVMHypervisor.acceleratorName, state.bytes.count == size else {
             throw HyperError(.invalidArgument, "a vCPU state from \(state.accelerator) (\(state.bytes.count) bytes) is not a KVM vCPU state of this build")
         }
-        // SAFETY: the buffer holds exactly one chyper_vcpu_state, read by the call only.
+        var step: UnsafePointer<CChar>?
+        var msr: UInt32 = 0
+        // SAFETY: the buffer holds exactly one chyper_vcpu_state, read by the call only; the shim writes a
+        // pointer to a static string and an integer into the locals.
         let result = unsafe state.bytes.withUnsafeBytes { raw in
-            unsafe chyper_vcpu_restore(descriptor, raw.baseAddress!.assumingMemoryBound(to: chyper_vcpu_state.self))
+            unsafe chyper_vcpu_restore(descriptor, raw.baseAddress!.assumingMemoryBound(to: chyper_vcpu_state.self), &step, &msr)
         }
-        guard result == 0 else { throw KVMError.systemCall(operation: "restore the vCPU's state", errorNumber: errno).hyperError }
+        guard result == 0 else {
+            let number = errno
+            // SAFETY: the shim set `step` to a static NUL-terminated string.
+            let call = unsafe step.map { unsafe String(cString: $0) } ?? "a call"
+            let what = msr != 0 ? "\(call) (MSR 0x\(String(msr, radix: 16)))" : call
+            throw KVMError.systemCall(operation: "restore the vCPU's state: \(what)", errorNumber: number).hyperError
+        }
     }
 
     func requestStop() {

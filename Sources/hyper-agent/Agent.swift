@@ -141,6 +141,7 @@ final class Agent {
             guard GuestSystem.setIdentity(hostname: identity.hostname, seed: identity.seed) else {
                 throw AgentError.system("set the hostname and reseed the random generator", errno)
             }
+            guard GuestSystem.setRealtime(identity.realtimeNanoseconds) else { throw AgentError.system("set the clock", errno) }
         case .shutdown:
             chyper_agent_power_off()
         case let .setup(setup):

@@ -155,6 +155,13 @@ enum GuestSystem {
         unsafe seed.withUnsafeBytes { unsafe chyper_agent_set_identity(hostname, $0.baseAddress, $0.count) == 0 }
     }
 
+    /// Sets the wall clock (CLOCK_REALTIME); false with errno.
+    static func setRealtime(_ nanoseconds: Int64) -> Bool {
+        var time = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+        // SAFETY: clock_settime reads the local timespec during the call.
+        return unsafe clock_settime(CLOCK_REALTIME, &time) == 0
+    }
+
     /// Waits for one child to end; its wait status, or nil with errno.
     static func waitForChild(_ pid: pid_t) -> Int32? {
         var status: Int32 = 0

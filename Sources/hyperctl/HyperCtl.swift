@@ -4,7 +4,7 @@ import Hyper
 enum HyperCtl {
     /// The subcommands, in the order `hyperctl --help` lists them.
     static var commands: [any CLICommand.Type] {
-        [RunCommand.self, CreateCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self,
+        [RunCommand.self, CreateCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self, SnapshotCommand.self,
          BootCommand.self, BackendsCommand.self, BenchCommand.self, VersionCommand.self]
     }
     /// Subcommands that hyperctl runs itself and `--help` does not list.

@@ -17,7 +17,8 @@ struct AgentMessageTests {
         .setup(AgentSandboxSetup(proxyPort: 3128, secretFiles: [("TOKEN", "placeholder"), ("KEY", "")])), .setup(AgentSandboxSetup()),
         .connectionOpen(7), .connectionData(7, Array("GET".utf8)), .connectionAcknowledge(7, 3), .connectionClose(UInt32.max),
         .daemonReady(AgentDaemonReady(name: "dockerd", startNanoseconds: 1_200_000_000, readyNanoseconds: UInt64.max)),
-        .identity(AgentIdentity(hostname: "vm1", seed: Array(0..<32))), .identity(AgentIdentity(hostname: "s", seed: [])),
+        .identity(AgentIdentity(hostname: "vm1", seed: Array(0..<32), realtimeNanoseconds: 1_764_900_000_123_456_789)),
+        .identity(AgentIdentity(hostname: "s", seed: [], realtimeNanoseconds: -1)),
     ]
 
     @Test func everyMessageRoundTripsEvenByteByByte() throws {
@@ -48,7 +49,7 @@ struct AgentMessageTests {
         ([0x0D, 0x00, 0x00, 0x00, 0x01, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0], "strings with"),  // a lying list count
         ([0x06, 0x00, 0x00, 0x00, 0x85, 1, 0, 0, 0, 0], "NUL"),
         ([0x0A, 0x00, 0x00, 0x00, 0x86, 1, 0, 0, 0, 0x64, 1, 0, 0, 0], "truncated integer"),  // daemon-ready cut short
-        ([0x09, 0x00, 0x00, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0], "the hostname \"\""),     // identity without a hostname
+        ([0x11, 0x00, 0x00, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], "the hostname \"\""),  // identity without a hostname
         ([0x17, 0x00, 0x00, 0x00, 0x06, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0x61, 0x2F, 0x62, 1, 0, 0, 0, 1, 0, 0, 0, 0x78], "secret file name"),
     ])
     func malformedFramesAreErrorsNotCrashes(bytes: [UInt8], expected: String) {
@@ -62,9 +63,9 @@ struct AgentMessageTests {
     }
 
     @Test func anIdentityWithTooMuchSeedOrABadHostnameIsRefused() {
-        for identity in [AgentIdentity(hostname: "a", seed: Array(repeating: 7, count: AgentIdentity.maximumSeed + 1)),
-                         AgentIdentity(hostname: String(repeating: "h", count: AgentIdentity.maximumHostnameLength + 1), seed: []),
-                         AgentIdentity(hostname: "a/b", seed: [])] {
+        for identity in [AgentIdentity(hostname: "a", seed: Array(repeating: 7, count: AgentIdentity.maximumSeed + 1), realtimeNanoseconds: 0),
+                         AgentIdentity(hostname: String(repeating: "h", count: AgentIdentity.maximumHostnameLength + 1), seed: [], realtimeNanoseconds: 0),
+                         AgentIdentity(hostname: "a/b", seed: [], realtimeNanoseconds: 0)] {
             var decoder = FrameDecoder()
             decoder.append(AgentMessage.identity(identity).frame)
             #expect(throws: AgentProtocolError.self) { _ = try decoder.next() }

@@ -57,7 +57,7 @@ struct DockerFlavourTests {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         #expect(FileManager.default.createFile(atPath: folder + "/root.img", contents: Data(count: 4096)))
-        let disks = try DockerFlavour.disks(imagePath: folder + "/root.img", scratchDirectory: folder + "/scratch")
+        let disks = try DockerFlavour.disks(imagePath: folder + "/root.img", scratchDirectory: folder + "/scratch").devices
         #expect(disks.map(\.readOnly) == [true, false])
         #expect(disks.map(\.sectors) == [8, DockerFlavour.scratchBytes / 512])
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/scratch").isEmpty)

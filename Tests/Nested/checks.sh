@@ -135,6 +135,40 @@ check_all "stop ends it and copies the workspace back" '[ "$code" = 0 -a "$(cat 
 hyperctl rm vm1 > /dev/null; code=$?
 check_all "rm removes it" '[ "$code" = 0 ] && ! hyperctl ps | grep -q vm1'
 
+# Snapshots: a session written out while it runs, restored as new sessions (ten clones) and as a run.
+hyperctl create --backend kvm --name origin > /dev/null 2>/tmp/err; code=$?
+hyperctl exec origin -- sh -c 'echo kept-in-memory > /tmp/marker' 2>>/tmp/err
+hyperctl snapshot origin --to /tmp/snap > /dev/null 2>>/tmp/err; code=$?
+check_all "snapshot writes a running sandbox out" '[ "$code" = 0 ] && [ -f /tmp/snap/memory ] && [ -f /tmp/snap/state ] && [ -f /tmp/snap/sandbox.json ]'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+out="$(hyperctl exec origin -- cat /tmp/marker 2>&1)"
+check "the sandbox goes on after its snapshot" [ "$out" = kept-in-memory ]
+hyperctl stop origin > /dev/null; hyperctl rm origin > /dev/null
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    hyperctl create --backend kvm --from-snapshot /tmp/snap --name "clone$i" > /dev/null 2>>/tmp/clone-err
+    hyperctl exec "clone$i" -- sh -c 'echo "$(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n") $(cat /tmp/marker)"' >> /tmp/clones 2>>/tmp/clone-err
+    hyperctl stop --time 0 "clone$i" > /dev/null 2>&1; hyperctl rm "clone$i" > /dev/null 2>&1
+done
+sed 's/^/INFO clone: /' /tmp/clones
+check_all "ten clones of one snapshot: the original's memory, each its own hostname and random state" '[ "$(wc -l < /tmp/clones)" = 10 ] \
+    && [ "$(cut -d" " -f1 /tmp/clones | sort -u | wc -l)" = 10 ] && [ "$(cut -d" " -f2 /tmp/clones | sort -u | wc -l)" = 10 ] \
+    && [ "$(cut -d" " -f3 /tmp/clones | sort -u)" = kept-in-memory ]'
+[ -s /tmp/clone-err ] && sed 's/^/INFO   /' /tmp/clone-err | head -5
+out="$(run --from-snapshot /tmp/snap --report /tmp/restored.json -w /ws -- sh -c 'cat /tmp/marker; cat /ws/session.txt; date +%s' 2>/tmp/err)"; code=$?
+skew=$(( $(date +%s) - $(echo "$out" | sed -n 3p) ))
+check_all "run --from-snapshot: the command runs in the restored guest, with the workspace and the current time (skew ${skew}s)" '[ "$code" = 0 ] \
+    && [ "$(echo "$out" | head -2)" = "kept-in-memory
+from-session" ] && [ "$skew" -ge -5 ] && [ "$skew" -le 20 ] && grep -q "\"start\": \"snapshot\"" /tmp/restored.json'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+cp -r /tmp/snap /tmp/bad-snap && printf 'x' | dd of=/tmp/bad-snap/state bs=1 seek=40 conv=notrunc 2>/dev/null
+run --from-snapshot /tmp/bad-snap -- true 2>/tmp/err; code=$?
+check_all "a corrupted snapshot is refused with 125" '[ "$code" = 125 ] && grep -q -i "checksum" /tmp/err'
+agent_ready_ms() { echo $(( $(tr -d '\n ' < "$1" | grep -o '"agentReady","ns":[0-9]*' | grep -o '[0-9]*$') / 1000000 )); }
+for round in 1 2 3; do
+    run --report /tmp/cold.json -- true && run --from-snapshot /tmp/snap --report /tmp/warm.json -- true &&
+        echo "INFO restore against cold boot, launch to agent ready (run $round): $(agent_ready_ms /tmp/warm.json) ms against $(agent_ready_ms /tmp/cold.json) ms"
+done
+
 rm -f /tmp/sigout
 hyperctl run --backend kvm -w /ws -- sh -c 'echo before > sig.txt; echo started; sleep 1000' > /tmp/sigout 2>&1 &
 pid=$!

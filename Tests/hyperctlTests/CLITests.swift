@@ -53,6 +53,12 @@ struct RunCommandTests {
         (["create", "--backend", "process", "--docker", "--name", "d"], "cannot run --docker: a private Docker daemon needs a VM boundary"),
         (["run", "--backend", "fake", "--docker", "--", "true"], "backend fake cannot run --docker"),
         (["frobnicate"], "unknown command \"frobnicate\""),
+        (["snapshot", "vm1"], "snapshot needs --to DIR"),
+        (["snapshot", "--to", "/tmp/hyperctl-no-snapshot"], "give one sandbox name"),
+        (["snapshot", "no-such-sandbox-here", "--to", "/tmp/hyperctl-no-snapshot"], "no sandbox named no-such-sandbox-here"),
+        (["run", "--backend", "process", "--from-snapshot", "/tmp", "--", "true"], "--from-snapshot applies to microVM backends"),
+        (["run", "--backend", "kvm", "--from-snapshot", "/tmp", "--kernel", "/tmp", "--", "true"], "--kernel does not go with --from-snapshot"),
+        (["run", "--backend", "kvm", "--allow-unaccelerated", "--from-snapshot", "/no/such/snapshot", "--", "true"], "is not a snapshot folder"),
         (["boot", "--backend", "kvm"], "boot needs --kernel FILE"),
         (["boot", "--kernel", "/no/such/kernel"], "--kernel: /no/such/kernel is not a readable file"),
         (["backends", "extra"], "backends takes no arguments"),
@@ -367,4 +373,32 @@ func waitFor(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
         usleep(20_000)
     }
     return condition()
+}
+
+@Suite("Snapshot folders refused before a restore", .enabled(if: access("/dev/kvm", R_OK | W_OK) == 0, "needs read-write access to /dev/kvm"))
+struct SnapshotFolderTests {
+    @Test func aForeignOrCorruptSnapshotIsRefusedWith125() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let run = { (folder: String) in
+            runInProcess(["run", "--backend", "kvm", "--allow-unaccelerated", "--from-snapshot", folder, "--", "true"], directory: directory)
+        }
+        // A folder with no description, one of another format, and one whose machine state is damaged.
+        try FileManager.default.createDirectory(atPath: directory + "/empty", withIntermediateDirectories: true)
+        var result = run(directory + "/empty")
+        #expect(result.exitCode == 125 && result.errorOutput.contains("not a sandbox snapshot"), "\(result.errorOutput)")
+        try FileManager.default.createDirectory(atPath: directory + "/future", withIntermediateDirectories: true)
+        try #"{"format": 99, "memoryBytes": "536870912", "vcpus": 1}"#.write(toFile: directory + "/future/sandbox.json", atomically: true, encoding: .utf8)
+        result = run(directory + "/future")
+        #expect(result.exitCode == 125 && result.errorOutput.contains("another format"), "\(result.errorOutput)")
+        try FileManager.default.createDirectory(atPath: directory + "/damaged", withIntermediateDirectories: true)
+        try #"{"format": 1, "memoryBytes": "536870912", "vcpus": 1}"#.write(toFile: directory + "/damaged/sandbox.json", atomically: true, encoding: .utf8)
+        try Data("HYPRSNAP-but-not-really".utf8).write(to: URL(fileURLWithPath: directory + "/damaged/state"))
+        result = run(directory + "/damaged")
+        #expect(result.exitCode == 125 && result.errorOutput.contains("snapshot"), "\(result.errorOutput)")
+        // The machine size must be the snapshot's.
+        result = runInProcess(["run", "--backend", "kvm", "--allow-unaccelerated", "--from-snapshot", directory + "/damaged", "--memory", "1G", "--", "true"],
+                              directory: directory)
+        #expect(result.exitCode == 125 && result.errorOutput.contains("the snapshot is of a 512"), "\(result.errorOutput)")
+    }
 }

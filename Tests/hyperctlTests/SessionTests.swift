@@ -66,6 +66,9 @@ struct SessionTests {
         #expect(running?.integer("commands") == 4)
         // Its hostname is its name.
         #expect(try fixture.hyperctl(["exec", "work", "--", "sh", "-c", "hostname; cat /etc/hostname"]).output == "work\nwork\n")
+        // Snapshots need a microVM.
+        let snapshot = try fixture.hyperctl(["snapshot", "work", "--to", NSTemporaryDirectory() + "hyperctl-snapshot-\(getpid())"])
+        #expect(snapshot.exitCode == 125 && snapshot.errorOutput.contains("snapshots need a microVM sandbox"), "\(snapshot.errorOutput)")
         #expect((running?.integer("memoryBytes") ?? 0) > 0)
 
         #expect(try fixture.hyperctl(["stop", "work"]).exitCode == 0)

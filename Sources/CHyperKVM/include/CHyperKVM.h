@@ -136,8 +136,9 @@ static inline unsigned long chyper_vm_state_size(void) { return sizeof(chyper_vm
 /// Completes an exit's pending I/O (one KVM_RUN with immediate_exit), then reads every part of the vCPU's
 /// state, the MSRs of KVM's index list included. Returns 0, or -1 with errno.
 int chyper_vcpu_save(int kvm_fd, int vcpu_fd, struct kvm_run *run, chyper_vcpu_state *state);
-/// Writes a saved state into a vCPU whose CPUID is set, in the order KVM needs. Returns 0, or -1 with errno.
-int chyper_vcpu_restore(int vcpu_fd, const chyper_vcpu_state *state);
+/// Writes a saved state into a vCPU whose CPUID is set, in the order KVM needs. Returns 0, or -1 with errno,
+/// `*failed_step` naming the call that failed (a static string) and `*failed_msr` the MSR KVM refused.
+int chyper_vcpu_restore(int vcpu_fd, const chyper_vcpu_state *state, const char **failed_step, unsigned int *failed_msr);
 /// Reads the VM's interrupt controllers, PIT and clock. Returns 0, or -1 with errno.
 int chyper_vm_save(int vm_fd, chyper_vm_state *state);
 /// Writes them back. Returns 0, or -1 with errno.

@@ -32,23 +32,30 @@ public enum DockerFlavour {
         return GuestKit.cacheDirectory() + "/scratch"
     }
 
-    /// The two disks of one sandbox: the shared image, read-only, and a new scratch disk.
-    static func disks(imagePath: String = defaultImagePath(), scratchDirectory folder: String = scratchDirectory()) throws(HyperError) -> [VirtioBlock] {
+    /// The two disks of one sandbox: the shared image, read-only, and a new scratch disk, empty or with the
+    /// contents of `scratchContents` (a snapshot's copy); the scratch disk's storage comes back too.
+    static func disks(imagePath: String = defaultImagePath(), scratchDirectory folder: String = scratchDirectory(),
+                      scratchContents: String? = nil) throws(HyperError) -> (devices: [VirtioBlock], scratch: FileBlockStorage) {
         // A regular file, or a block device (`other`).
         guard let kind = HostSystem.fileKind(at: imagePath), kind != .directory else {
             throw HyperError(.backendUnavailable, "--docker: no Docker image at \(imagePath): build it with Scripts/docker-image.sh (a few minutes), or set HYPERCTL_DOCKER_IMAGE")
         }
         let base: FileBlockStorage
         do { base = try FileBlockStorage(path: imagePath, writable: false) } catch { throw HyperError(.backendUnavailable, "--docker: \(error.message)") }
-        let scratch: Int32
+        let scratch: FileBlockStorage
         do {
             try HostSystem.makeDirectories(folder)
-            scratch = try HostSystem.createAnonymousFile(in: folder, size: scratchBytes)
+            scratch = FileBlockStorage(descriptor: try HostSystem.createAnonymousFile(in: folder, size: scratchBytes), size: scratchBytes)
+            if let scratchContents {
+                let source = try HostSystem.openFile(scratchContents, writable: false)
+                defer { HostSystem.closeDescriptor(source.descriptor) }
+                try HostSystem.copyData(from: source.descriptor, to: scratch.descriptor, size: min(source.size, scratchBytes))
+            }
         } catch {
             throw HyperError(.hostFailure, "--docker: the scratch disk: \(error)")
         }
-        return [VirtioBlock(storage: base, readOnly: true, identifier: baseSerial),
-                VirtioBlock(storage: FileBlockStorage(descriptor: scratch, size: scratchBytes), readOnly: false, identifier: scratchSerial)]
+        return ([VirtioBlock(storage: base, readOnly: true, identifier: baseSerial),
+                 VirtioBlock(storage: scratch, readOnly: false, identifier: scratchSerial)], scratch)
     }
 
     /// The kernel command-line words for a sandbox, with the proxy's port when it has one.

@@ -59,14 +59,39 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     static let oneShotCommand: UInt32 = 1
     /// For a network allowlist: the egress proxy, and the bridge that carries the guest's connections to it.
     private let egress: (proxy: EgressProxy, bridge: GuestEgressBridge, log: Int32)?
-    /// What the guest learns right after `ready`: its hostname and fresh entropy.
-    private let identity: AgentIdentity
+    /// The guest's hostname, and where its fresh entropy comes from (see `identity`).
+    private let hostname: String
+    private let random: HostRandom
+
+    /// How a sandbox's machine comes to be: booted from a guest kit, or restored from a snapshot.
+    public enum Origin: Sendable {
+        case boot(GuestKit)
+        case snapshot(SandboxSnapshot)
+    }
+
+    /// The scratch disk of a Docker-flavour sandbox (copied into its snapshots), and the image it shares.
+    private let scratch: FileBlockStorage?
+    private let dockerImage: (path: String, size: UInt64)?
+    /// The machine's size and whether it has user disks, for snapshots.
+    private let memoryBytes: UInt64
+    private let vcpuCount: Int
+    private let hasUserDisks: Bool
+    /// The snapshot this sandbox was restored from, if it was.
+    private let restoredFrom: SandboxSnapshot?
+
+    /// Builds and starts the microVM for `spec` on `hypervisor`, booted from `kit`.
+    public convenience init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
+                            bootTimeout: Duration = defaultBootTimeout, isSession: Bool = false) throws(HyperError) {
+        try self.init(spec: spec, options: options, origin: .boot(kit), hypervisor: hypervisor, signals: signals, bootTimeout: bootTimeout, isSession: isSession)
+    }
 
     /// Builds and starts the microVM for `spec` on `hypervisor`.
     /// - Parameters:
+    ///   - origin: boot a guest kit, or restore a snapshot (whose machine size and flavour the spec must have;
+    ///     the guest is then at agent-ready at once, and gets its identity, setup and workspace as a booted one).
     ///   - signals: signals to relay to the command (hyperctl's own), when given.
     ///   - isSession: a session sandbox: no command of its own; commands come through `execute` until `requestStop`.
-    public init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
+    public init(spec: SandboxSpec, options: LaunchOptions, origin: Origin, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
                 bootTimeout: Duration = defaultBootTimeout, isSession: Bool = false) throws(HyperError) {
         launchTime = HostSystem.monotonicNanoseconds()
         self.isSession = isSession
@@ -76,13 +101,20 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         self.spec = spec
         self.bootTimeout = bootTimeout
         streams = options.streams
-        let kernel = try GuestLoader.readImage(kit.kernelPath, what: "kernel")
-        let initrd = try GuestLoader.readImage(kit.initrdPath, what: "initrd")
         let memory = spec.limits.memoryBytes ?? Self.defaultMemory
         guard memory >= 128 << 20 else {
             throw HyperError(.invalidSpec, "memory: a microVM sandbox needs at least 128 MiB (its kernel and agent live there too); \(Units.formatSize(memory)) was asked")
         }
         let vcpus = max(1, Int((spec.limits.cpus ?? 1).rounded(.up)))
+        if case let .snapshot(snapshot) = origin {
+            guard snapshot.memoryBytes == memory, snapshot.vcpus == vcpus, snapshot.isDocker == spec.docker else {
+                throw HyperError(.invalidSpec, "--from-snapshot: the snapshot is of a \(Units.formatSize(snapshot.memoryBytes)), \(snapshot.vcpus)-vCPU\(snapshot.isDocker ? " Docker" : "") sandbox; this one asks for \(Units.formatSize(memory)) and \(vcpus)\(spec.docker ? " with Docker" : "")")
+            }
+            guard options.disks.isEmpty else { throw HyperError(.invalidArgument, "--disk cannot be added to a restored sandbox") }
+        }
+        memoryBytes = memory
+        vcpuCount = vcpus
+        hasUserDisks = !options.disks.isEmpty
 
         let wake = try HostEvent()
         self.wake = wake
@@ -96,25 +128,58 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         console.acceptsOutput = { inbox.withLock { $0.count } < Self.outputWindow }
         let random = try HostRandom()
         let entropy = VirtioEntropy { count in random.bytes(count) }
-        identity = AgentIdentity(hostname: options.hostname ?? LaunchOptions.defaultHostname, seed: random.bytes(32))
+        hostname = options.hostname ?? LaunchOptions.defaultHostname
+        self.random = random
         var consoleMirror: Int32?
         if let path = options.guestConsolePath {
             do { consoleMirror = try HostSystem.createFile(path) } catch { throw HyperError(.invalidArgument, "--guest-console: \(error)") }
         }
-        var commandLine = Self.kernelCommandLine
-        if spec.docker {
-            let proxied = if case .allow = spec.network { true } else { false }
-            commandLine += DockerFlavour.commandLineWords(proxyPort: proxied ? EgressProxy.sandboxPort : nil)
-        }
-        let configuration = MicroVM.Configuration(kernel: kernel, kernelName: kit.kernelPath, initrd: initrd, commandLine: commandLine,
-                                                  memoryBytes: memory, vcpus: vcpus)
         var devices: [any VirtioDevice] = [console, entropy]
-        if spec.docker { devices += try DockerFlavour.disks() }
-        for (index, disk) in options.disks.enumerated() {
-            let storage = try FileBlockStorage(path: disk.path, writable: !disk.readOnly)
-            devices.append(VirtioBlock(storage: storage, readOnly: disk.readOnly, identifier: "hyperctl-disk\(index)"))
+        switch origin {
+        case let .boot(kit):
+            if spec.docker {
+                let image = DockerFlavour.defaultImagePath()
+                let disks = try DockerFlavour.disks(imagePath: image)
+                devices += disks.devices
+                scratch = disks.scratch
+                dockerImage = (image, disks.devices[0].sectors * 512)
+            } else {
+                scratch = nil
+                dockerImage = nil
+            }
+            for (index, disk) in options.disks.enumerated() {
+                let storage = try FileBlockStorage(path: disk.path, writable: !disk.readOnly)
+                devices.append(VirtioBlock(storage: storage, readOnly: disk.readOnly, identifier: "hyperctl-disk\(index)"))
+            }
+            var commandLine = Self.kernelCommandLine
+            if spec.docker {
+                let proxied = if case .allow = spec.network { true } else { false }
+                commandLine += DockerFlavour.commandLineWords(proxyPort: proxied ? EgressProxy.sandboxPort : nil)
+            }
+            let configuration = MicroVM.Configuration(kernel: try GuestLoader.readImage(kit.kernelPath, what: "kernel"), kernelName: kit.kernelPath,
+                                                      initrd: try GuestLoader.readImage(kit.initrdPath, what: "initrd"), commandLine: commandLine,
+                                                      memoryBytes: memory, vcpus: vcpus)
+            vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
+            restoredFrom = nil
+        case let .snapshot(snapshot):
+            if let image = snapshot.dockerImage {
+                guard HostSystem.fileKind(at: image) != nil, let size = try? HostSystem.openFile(image, writable: false), size.size == snapshot.dockerImageBytes else {
+                    throw HyperError(.invalidArgument, "--from-snapshot: the snapshot's Docker image \(image) is gone or has changed size")
+                }
+                HostSystem.closeDescriptor(size.descriptor)
+                let disks = try DockerFlavour.disks(imagePath: image, scratchContents: snapshot.folder + "/" + SandboxSnapshot.scratchFile)
+                devices += disks.devices
+                scratch = disks.scratch
+                dockerImage = (image, snapshot.dockerImageBytes)
+            } else {
+                scratch = nil
+                dockerImage = nil
+            }
+            let machine = try MachineSnapshot.read(from: snapshot.folder)
+            vm = try MicroVM(restoring: machine, memory: try MachineSnapshot.mapMemory(from: snapshot.folder, snapshot: machine), devices: devices,
+                             console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
+            restoredFrom = snapshot
         }
-        vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
         consoleTransport = vm.transports[0]
         secrets = try SandboxSecrets.read(spec)
         if case let .allow(destinations) = spec.network {
@@ -213,6 +278,31 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         case signal(UInt32, Int32)
         case resize(UInt32, rows: UInt16, columns: UInt16)
         case stop(Duration)
+        case snapshot(SnapshotRequest)
+    }
+
+    /// A snapshot asked of a session: the folder to write, and the answer.
+    final class SnapshotRequest: Sendable {
+        let folder: String
+        private let result = Locked<Result<Bool, HyperError>?>(nil)
+        private let done: HostEvent
+
+        init(folder: String) throws(HyperError) {
+            self.folder = folder
+            done = try HostEvent()
+        }
+
+        func finish(_ outcome: Result<Bool, HyperError>) {
+            result.withLock { $0 = $0 ?? outcome }
+            done.signal()
+        }
+
+        /// Waits for the answer, or for `ended` (the sandbox ended first).
+        func wait(orEnd ended: HostEvent) throws(HyperError) {
+            while HostSystem.waitReadable([done.descriptor, ended.descriptor], milliseconds: -1).allSatisfy({ !$0 }) {}
+            guard let outcome = result.withLock({ $0 }) else { throw HyperError(.phaseFailed, "the sandbox ended before its snapshot was taken") }
+            _ = try outcome.get()
+        }
     }
 
     func deliver(_ request: Request) {
@@ -227,6 +317,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private func failPendingCommands(_ reason: HyperError) {
         for request in requests.withLock({ list in defer { list = [] }; return list }) {
             if case let .exec(command) = request { command.finish(.failure(reason)) }
+            if case let .snapshot(snapshot) = request { snapshot.finish(.failure(reason)) }
         }
     }
 
@@ -256,6 +347,14 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
 
     /// Session mode: SIGTERM to every command, SIGKILL after `grace`, the workspace back, then power off.
     public func requestStop(grace: Duration) { deliver(.stop(grace)) }
+
+    /// Session mode: pauses the machine while no command runs, writes it to `folder` (which must not
+    /// exist), and resumes it. See docs/snapshots.md.
+    public func snapshot(to folder: String) throws(HyperError) {
+        let request = try SnapshotRequest(folder: folder)
+        deliver(.snapshot(request))
+        try request.wait(orEnd: ended)
+    }
 
     private func record(_ phase: SandboxPhase, at time: UInt64 = HostSystem.monotonicNanoseconds()) {
         let elapsed = time > launchTime ? time - launchTime : 0
@@ -299,8 +398,26 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         var collectDeadline: UInt64?
         var idleDeadline: UInt64?
         /// The Docker flavour's daemon has not said it is ready yet; commands wait for it.
-        var daemonPending = spec.docker
+        var daemonPending = spec.docker && restoredFrom == nil
         var kernelEntry = launchTime
+
+        /// The agent answers (it said `ready`, or its machine was restored): it gets its identity and the
+        /// sandbox's setup, then the workspace.
+        func agentIsReady(at arrival: UInt64) throws(HyperError) {
+            record(.agentReady, at: arrival)
+            agentReady.store(true, ordering: .sequentiallyConsistent)
+            send(.identity(AgentIdentity(hostname: hostname, seed: random.bytes(32), realtimeNanoseconds: HostSystem.realtimeNanoseconds())))
+            if egress != nil || !secrets.entries.isEmpty {
+                send(.setup(AgentSandboxSetup(proxyPort: egress == nil ? 0 : EgressProxy.sandboxPort,
+                                              secretFiles: secrets.entries.map { ($0.name, $0.visibleValue) })))
+            }
+            if spec.workspace.isEmpty {
+                try workspaceDelivered()
+            } else {
+                stage = .sendingWorkspace
+                sender = try WorkspaceSender(root: spec.workspace)
+            }
+        }
 
         /// The guest has the workspace: commands run once the daemon (if any) is ready too.
         func workspaceDelivered() throws(HyperError) {
@@ -315,6 +432,17 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         func beginStop(_ signal: Int32) {
             stopping = true
             for id in running.keys { send(.signal(id, signal)) }
+        }
+
+        if let restoredFrom {
+            // A restored machine's agent is past `ready` already: it is told who it is now, at once.
+            let now = HostSystem.monotonicNanoseconds()
+            record(.booted, at: now)
+            details.withLock {
+                $0.append(("start", .string("snapshot")))
+                $0.append(("snapshot", .string(restoredFrom.folder)))
+            }
+            try agentIsReady(at: now)
         }
 
         while true {
@@ -360,6 +488,18 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     status = status ?? .exited(0)
                     beginStop(15)
                     stopDeadline = now + UInt64(max(0, grace.nanoseconds))
+                case let .snapshot(request):
+                    do throws(HyperError) {
+                        guard stage == .serving, !stopping, !daemonPending else { throw HyperError(.phaseFailed, "snapshot: the sandbox is not ready, or is stopping") }
+                        guard running.isEmpty else { throw HyperError(.phaseFailed, "snapshot: \(running.count) command(s) still run; a snapshot is taken between commands") }
+                        guard decoder.pendingCount == 0, consoleBacklog() == 0, inbox.withLock({ $0.isEmpty }) else {
+                            throw HyperError(.phaseFailed, "snapshot: the guest channel is busy; try again")
+                        }
+                        try writeSnapshot(to: request.folder)
+                        request.finish(.success(true))
+                    } catch {
+                        request.finish(.failure(error))
+                    }
                 }
             }
             if let due = stopDeadline, now >= due {
@@ -413,24 +553,13 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     // The guest's uptime starts with its kernel: that dates the kernel's entry on the host clock.
                     kernelEntry = max(launchTime, arrival > report.readyNanoseconds ? arrival - report.readyNanoseconds : launchTime)
                     record(.booted, at: kernelEntry)
-                    record(.agentReady, at: arrival)
-                    agentReady.store(true, ordering: .sequentiallyConsistent)
                     details.withLock {
+                        $0.append(("start", .string("cold-boot")))
                         $0.append(("guestKernel", .string(report.kernelRelease)))
                         $0.append(("guestAgentStartNanoseconds", .string(String(report.agentStartNanoseconds))))
                         $0.append(("guestReadyNanoseconds", .string(String(report.readyNanoseconds))))
                     }
-                    send(.identity(identity))
-                    if egress != nil || !secrets.entries.isEmpty {
-                        send(.setup(AgentSandboxSetup(proxyPort: egress == nil ? 0 : EgressProxy.sandboxPort,
-                                                      secretFiles: secrets.entries.map { ($0.name, $0.visibleValue) })))
-                    }
-                    if spec.workspace.isEmpty {
-                        try workspaceDelivered()
-                    } else {
-                        stage = .sendingWorkspace
-                        sender = try WorkspaceSender(root: spec.workspace)
-                    }
+                    try agentIsReady(at: arrival)
                 case let .started(id, pid):
                     guard var entry = running[id], !entry.started else { throw protocolError("started for command \(id), which was not asked for") }
                     entry.started = true
@@ -548,6 +677,55 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 throw HyperError(.phaseFailed, "the guest stopped before the command finished: \(how)\(consoleTail())")
             }
         }
+    }
+
+    /// How long the guest's devices must be quiet before a snapshot, and how long to wait for that.
+    static let snapshotQuietTime: UInt64 = 50_000_000
+    static let snapshotSettleLimit: UInt64 = 5_000_000_000
+
+    /// Pauses the machine, writes it and the sandbox's description (and the Docker flavour's scratch disk)
+    /// to `folder`, and resumes it. What a clone would share with this sandbox's host side is refused.
+    private func writeSnapshot(to folder: String) throws(HyperError) {
+        guard egress == nil, secrets.entries.isEmpty else {
+            throw HyperError(.unsupportedFeature, "snapshot: a sandbox with a network allowlist or secrets cannot be snapshotted (its clones would carry its proxy state and secrets)")
+        }
+        guard !hasUserDisks else { throw HyperError(.unsupportedFeature, "snapshot: a sandbox with --disk cannot be snapshotted (its clones would share the disk)") }
+        guard HostSystem.fileKind(at: folder) == nil else { throw HyperError(.invalidArgument, "snapshot: \(folder) exists already") }
+        // The guest must have taken every interrupt its devices raised, and finished handling it, so that no
+        // interrupt is half-way (delivered, not yet acknowledged) in the machine that clones start from.
+        let settleBy = HostSystem.monotonicNanoseconds() + Self.snapshotSettleLimit
+        var quietSince = HostSystem.monotonicNanoseconds()
+        while HostSystem.monotonicNanoseconds() < settleBy {
+            let now = HostSystem.monotonicNanoseconds()
+            if vm.transports.contains(where: { $0.state.interruptStatus != 0 }) || !inbox.withLock({ $0.isEmpty }) { quietSince = now }
+            if now - quietSince >= Self.snapshotQuietTime { break }
+            _ = HostSystem.waitReadable([], milliseconds: 2)
+        }
+        guard HostSystem.monotonicNanoseconds() - quietSince >= Self.snapshotQuietTime else {
+            throw HyperError(.phaseFailed, "snapshot: the guest's devices did not go quiet; try again")
+        }
+        try vm.pause()
+        do throws(HyperError) {
+            try vm.captureSnapshot().write(to: folder, memory: vm.memory)
+            if let scratch {
+                let copy: Int32
+                do { copy = try HostSystem.createFile(folder + "/" + SandboxSnapshot.scratchFile) } catch { throw HyperError(.hostFailure, "snapshot: \(error)") }
+                defer { HostSystem.closeDescriptor(copy) }
+                do {
+                    try HostSystem.setFileSize(copy, scratch.size)
+                    try HostSystem.copyData(from: scratch.descriptor, to: copy, size: scratch.size)
+                } catch {
+                    throw HyperError(.hostFailure, "snapshot: the scratch disk: \(error)")
+                }
+            }
+            try SandboxSnapshot(memoryBytes: memoryBytes, vcpus: vcpuCount, dockerImage: dockerImage?.path, dockerImageBytes: dockerImage?.size ?? 0,
+                                folder: folder).writeDescription()
+        } catch {
+            HostSystem.removeTree(folder)
+            try? vm.resume()
+            throw error
+        }
+        try vm.resume()
     }
 
     /// The guest can run commands: a one-shot sandbox starts its command, a session says it is ready.

@@ -4,9 +4,9 @@
 public final class MicroVMSession: SessionSandbox, @unchecked Sendable {
     private let sandbox: MicroVMSandbox
 
-    /// Boots `spec`'s microVM in session mode and returns once its agent has the workspace.
-    public init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, bootTimeout: Duration) throws(HyperError) {
-        sandbox = try MicroVMSandbox(spec: spec, options: options, kit: kit, hypervisor: hypervisor, bootTimeout: bootTimeout, isSession: true)
+    /// Boots (or restores) `spec`'s microVM in session mode and returns once its agent has the workspace.
+    public init(spec: SandboxSpec, options: LaunchOptions, origin: MicroVMSandbox.Origin, hypervisor: any Hypervisor, bootTimeout: Duration) throws(HyperError) {
+        sandbox = try MicroVMSandbox(spec: spec, options: options, origin: origin, hypervisor: hypervisor, bootTimeout: bootTimeout, isSession: true)
         do {
             try sandbox.waitUntilReady()
         } catch {
@@ -19,6 +19,8 @@ public final class MicroVMSession: SessionSandbox, @unchecked Sendable {
     public func exec(_ command: SessionCommand, streams: StandardStreams) throws(HyperError) -> any SandboxHandle {
         try sandbox.execute(command, streams: streams)
     }
+
+    public func snapshot(to folder: String) throws(HyperError) { try sandbox.snapshot(to: folder) }
 
     public func stop(grace: Duration) {
         sandbox.requestStop(grace: grace)

@@ -185,6 +185,8 @@ public struct LaunchOptions: Sendable {
     public var guestConsolePath: String?
     /// For microVM backends: disk images attached as virtio-blk devices (/dev/vda, /dev/vdb... in order).
     public var disks: [DiskAttachment] = []
+    /// For microVM backends: a snapshot folder to restore the sandbox from instead of booting.
+    public var snapshotPath: String?
     /// The sandbox's hostname: a session's is its name; nil for `defaultHostname`.
     public var hostname: String?
     /// Every backend's hostname when the options name none.

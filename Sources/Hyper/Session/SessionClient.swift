@@ -77,6 +77,19 @@ public struct SessionClient: Sendable {
         }
     }
 
+    /// Writes sandbox `name` to the snapshot folder `folder` (absolute; it must not exist); the sandbox goes on.
+    public func snapshot(_ name: String, to folder: String) throws(HyperError) {
+        let channel = try connect(name)
+        try channel.send(.object([("request", .string("snapshot")), ("folder", .string(folder))]))
+        guard let (answer, extra) = try channel.receive() else {
+            throw HyperError(.phaseFailed, "sandbox \(name): the supervisor ended without confirming the snapshot")
+        }
+        extra.forEach(HostSystem.closeDescriptor)
+        guard answer.string("event") == "snapshot" else {
+            throw HyperError(.phaseFailed, "sandbox \(name): \(answer.string("message") ?? answer.compactText)")
+        }
+    }
+
     /// Kills a dead or unresponsive sandbox's supervisor, if it still runs, and removes the sandbox's folder.
     /// The backend's own leftovers go with the backends' sweep.
     public func remove(_ name: String) {

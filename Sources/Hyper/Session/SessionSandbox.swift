@@ -36,6 +36,15 @@ public protocol SessionSandbox: AnyObject, Sendable {
     var memoryInUse: UInt64? { get }
     /// Whether the sandbox ended because its time limit passed (its commands then end with 124, as in `run`).
     var hasTimedOut: Bool { get }
+    /// Writes the running sandbox to a snapshot folder (`hyperctl snapshot`) and lets it go on.
+    func snapshot(to folder: String) throws(HyperError)
+}
+
+extension SessionSandbox {
+    /// Backends without snapshots say so.
+    public func snapshot(to folder: String) throws(HyperError) {
+        throw HyperError(.unsupportedFeature, "snapshots need a microVM sandbox (--backend kvm)")
+    }
 }
 
 extension SessionCommand {

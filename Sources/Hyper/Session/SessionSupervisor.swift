@@ -103,6 +103,22 @@ public final class SessionSupervisor: @unchecked Sendable {
             sandbox.stop(grace: grace)
             finished.signal()
             try? channel.send(.object([("event", .string("stopped"))]))
+        case "snapshot":
+            guard let folder = request.string("folder"), folder.hasPrefix("/") else {
+                try? channel.send(Self.error("snapshot needs an absolute folder"))
+                return
+            }
+            guard !stopping.value else {
+                try? channel.send(Self.error("sandbox \(name) is stopping"))
+                return
+            }
+            do {
+                try sandbox.snapshot(to: folder)
+            } catch {
+                try? channel.send(Self.error(error.message))
+                return
+            }
+            try? channel.send(.object([("event", .string("snapshot")), ("folder", .string(folder))]))
         default:
             try? channel.send(Self.error("unknown request \(request.string("request") ?? request.compactText)"))
         }

@@ -175,6 +175,14 @@ public enum HostSystem {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
+    /// Returns the wall clock (CLOCK_REALTIME) in nanoseconds since the epoch.
+    public static func realtimeNanoseconds() -> Int64 {
+        var now = timespec()
+        // SAFETY: clock_gettime writes only into `now`, a local timespec.
+        unsafe clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
+
     /// Returns the kernel's name and release, as `uname -sr` prints them.
     public static func kernelRelease() -> String {
         var names = utsname()

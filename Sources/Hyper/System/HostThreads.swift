@@ -204,6 +204,30 @@ extension HostSystem {
         return fd
     }
 
+    /// Copies the data of `source`'s first `size` bytes to the same offsets of `destination`, skipping holes
+    /// (SEEK_DATA/SEEK_HOLE), so that a sparse file's copy is as sparse.
+    public static func copyData(from source: Int32, to destination: Int32, size: UInt64) throws(HostCallError) {
+        // SEEK_DATA and SEEK_HOLE (Linux), which the Glibc module does not export.
+        let seekData: Int32 = 3, seekHole: Int32 = 4
+        var offset: UInt64 = 0
+        while offset < size {
+            let data = lseek(source, off_t(offset), seekData)
+            if data < 0 && errno == ENXIO { return }  // Only a hole is left.
+            guard data >= 0 else { throw HostCallError(operation: "find data in", subject: "descriptor \(source)", errorNumber: errno) }
+            let holeAt = lseek(source, data, seekHole)
+            guard holeAt >= 0 else { throw HostCallError(operation: "find a hole in", subject: "descriptor \(source)", errorNumber: errno) }
+            var position = UInt64(data)
+            let end = min(UInt64(holeAt), size)
+            while position < end {
+                let chunk = try readAt(source, count: Int(min(1 << 20, end - position)), offset: position)
+                guard !chunk.isEmpty else { break }
+                try writeAt(destination, chunk, offset: position)
+                position += UInt64(chunk.count)
+            }
+            offset = max(end, offset + 1)
+        }
+    }
+
     /// Flushes a file to its storage.
     public static func synchronize(_ fd: Int32) -> Bool { fdatasync(fd) == 0 }
 

@@ -10,7 +10,8 @@ public protocol BlockStorage: AnyObject {
 /// A disk image file.
 public final class FileBlockStorage: BlockStorage {
     public let size: UInt64
-    private let descriptor: Int32
+    /// The open image (closed with the storage).
+    let descriptor: Int32
 
     /// Opens `path`, read-only unless `writable`.
     public init(path: String, writable: Bool) throws(HyperError) {
