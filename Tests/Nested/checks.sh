@@ -4,7 +4,7 @@
 . /bin/check-lib.sh
 run() { hyperctl run --backend kvm "$@"; }
 
-mkdir -p /ws
+mkdir -p /ws /empty
 cd /ws
 echo "from the host" > /ws/in.txt
 
@@ -144,17 +144,17 @@ check_all "snapshot writes a running sandbox out" '[ "$code" = 0 ] && [ -f /tmp/
 out="$(hyperctl exec origin -- cat /tmp/marker 2>&1)"
 check "the sandbox goes on after its snapshot" [ "$out" = kept-in-memory ]
 hyperctl stop origin > /dev/null; hyperctl rm origin > /dev/null
+cd /empty
 for i in 1 2 3 4 5 6 7 8 9 10; do
-    hyperctl create --backend kvm --from-snapshot /tmp/snap --name "clone$i" > /dev/null 2>>/tmp/clone-err
-    hyperctl exec "clone$i" -- sh -c 'echo "$(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n") $(cat /tmp/marker)"' >> /tmp/clones 2>>/tmp/clone-err
-    hyperctl stop --time 0 "clone$i" > /dev/null 2>&1; hyperctl rm "clone$i" > /dev/null 2>&1
+    run --from-snapshot /tmp/snap --hostname "clone$i" --timeout 120s -- sh -c 'echo "$(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n") $(cat /tmp/marker)"' >> /tmp/clones 2>>/tmp/clone-err
 done
+cd /ws
 sed 's/^/INFO clone: /' /tmp/clones
 check_all "ten clones of one snapshot: the original's memory, each its own hostname and random state" '[ "$(wc -l < /tmp/clones)" = 10 ] \
     && [ "$(cut -d" " -f1 /tmp/clones | sort -u | wc -l)" = 10 ] && [ "$(cut -d" " -f2 /tmp/clones | sort -u | wc -l)" = 10 ] \
     && [ "$(cut -d" " -f3 /tmp/clones | sort -u)" = kept-in-memory ]'
 [ -s /tmp/clone-err ] && sed 's/^/INFO   /' /tmp/clone-err | head -5
-out="$(run --from-snapshot /tmp/snap --report /tmp/restored.json -w /ws -- sh -c 'cat /tmp/marker; cat /ws/session.txt; date +%s' 2>/tmp/err)"; code=$?
+out="$(run --from-snapshot /tmp/snap --report /tmp/restored.json --timeout 120s -w /ws -- sh -c 'cat /tmp/marker; cat /ws/session.txt; date +%s' 2>/tmp/err)"; code=$?
 skew=$(( $(date +%s) - $(echo "$out" | sed -n 3p) ))
 check_all "run --from-snapshot: the command runs in the restored guest, with the workspace and the current time (skew ${skew}s)" '[ "$code" = 0 ] \
     && [ "$(echo "$out" | head -2)" = "kept-in-memory

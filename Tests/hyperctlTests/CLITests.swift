@@ -54,6 +54,7 @@ struct RunCommandTests {
         (["run", "--backend", "fake", "--docker", "--", "true"], "backend fake cannot run --docker"),
         (["frobnicate"], "unknown command \"frobnicate\""),
         (["snapshot", "vm1"], "snapshot needs --to DIR"),
+        (["run", "--backend", "process", "--hostname", "a/b", "--", "true"], "--hostname: sandbox name \"a/b\""),
         (["snapshot", "--to", "/tmp/hyperctl-no-snapshot"], "give one sandbox name"),
         (["snapshot", "no-such-sandbox-here", "--to", "/tmp/hyperctl-no-snapshot"], "no sandbox named no-such-sandbox-here"),
         (["run", "--backend", "process", "--from-snapshot", "/tmp", "--", "true"], "--from-snapshot applies to microVM backends"),

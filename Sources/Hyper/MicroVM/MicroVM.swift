@@ -177,13 +177,7 @@ public final class MicroVM: @unchecked Sendable {
     /// Stops every vCPU thread at its next exit and waits for them, so that the machine's state holds still
     /// (for `captureSnapshot`); `resume` starts them again. Throws when the machine has ended.
     public func pause() throws(HyperError) {
-        for vcpu in vcpus { vcpu.requestStop() }
-        let running = threads.withLock { list in
-            defer { list = [] }
-            return list
-        }
-        for thread in running { thread.join() }
-        serial.flush()
+        stopThreads()
         guard !ended.load(ordering: .sequentiallyConsistent) else { throw HyperError(.phaseFailed, "the machine has ended") }
     }
 
@@ -211,6 +205,11 @@ public final class MicroVM: @unchecked Sendable {
     /// Stops every vCPU and waits for their threads. Safe to call more than once.
     public func stop() {
         ended.store(true, ordering: .sequentiallyConsistent)
+        stopThreads()
+    }
+
+    /// Asks every vCPU to stop and waits for their threads to end.
+    private func stopThreads() {
         for vcpu in vcpus { vcpu.requestStop() }
         let running = threads.withLock { list in
             defer { list = [] }

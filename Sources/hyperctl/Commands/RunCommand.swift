@@ -10,6 +10,7 @@ enum RunCommand: CLICommand {
         OptionSpec(["--backend"], value: "NAME", help: "kvm, process, fake, or auto (default: auto)"),
     ] + SpecFlags.options + [
         OptionSpec(["--report"], value: "FILE", help: "Write a JSON record: backend, spec summary, timeline, exit status"),
+        OptionSpec(["--hostname"], value: "NAME", help: "The sandbox's hostname (default: sandbox)"),
         OptionSpec(["--seed"], value: "N", help: "Seed of simulated backends (default 0)"),
         OptionSpec(["--fake-fault"], value: "PHASE[:fail|hang]", repeatable: true,
                    help: "Inject a fault (fake backend) into a phase: create, boot, agent-ready, start, exit"),
@@ -32,6 +33,11 @@ enum RunCommand: CLICommand {
             options.seed = seed
         }
         for text in arguments.all("--fake-fault") { options.faults.append(try PhaseFault.parse(text)) }
+        if let hostname = arguments.value("--hostname") {
+            // Hostnames follow the rules of sandbox names (which become the hostnames of sessions).
+            do { try SessionStore.validateName(hostname) } catch { throw HyperError(.invalidArgument, "--hostname: " + error.message) }
+            options.hostname = hostname
+        }
         try MachineFlags.apply(arguments, directory: context.currentDirectory, to: &options)
 
         let selection = try context.registry.select(arguments.value("--backend") ?? BackendRegistry.automaticName)
