@@ -17,6 +17,16 @@ public enum AgentProtocol {
     public static let maximumConnections = 64
 }
 
+/// What the host and the agent agree on for the Docker flavour outside the message stream: the kernel
+/// command-line words that turn it on (and give dockerd the egress proxy's port), and the virtio-blk serial
+/// numbers (at most 20 bytes) the agent finds its two disks by.
+public enum DockerFlavourContract {
+    public static let commandLineWord = "hyper.docker"
+    public static let proxyWordPrefix = "hyper.proxy="
+    public static let imageSerial = "hyperctl-docker-img"
+    public static let scratchSerial = "hyperctl-scratch"
+}
+
 /// What the guest sets up before the first command: the in-guest listener of the egress proxy, and the
 /// secrets delivered as files.
 public struct AgentSandboxSetup: Equatable, Sendable {

@@ -7,10 +7,6 @@ import HyperAgentProtocol
 /// `/var/lib/containerd`, live on the sandbox's own scratch disk. The agent moves itself into it, as an
 /// initramfs's switch_root does, before it says it is ready. See docs/docker.md.
 enum DockerRoot {
-    static let commandLineWord = "hyper.docker"
-    /// The virtio-blk serial numbers the host gives the two disks.
-    static let baseSerial = "hyperctl-docker-img"
-    static let scratchSerial = "hyperctl-scratch"
 
     private static let base = "/mnt/base"
     private static let scratch = "/mnt/scratch"
@@ -22,8 +18,8 @@ enum DockerRoot {
 
     /// Builds the root and moves the agent into it.
     static func assemble(kernelRelease: String) throws(AgentError) {
-        let baseDevice = try disk(serial: baseSerial, fallback: "vda")
-        let scratchDevice = try disk(serial: scratchSerial, fallback: "vdb")
+        let baseDevice = try disk(serial: DockerFlavourContract.imageSerial, fallback: "vda")
+        let scratchDevice = try disk(serial: DockerFlavourContract.scratchSerial, fallback: "vdb")
         for folder in [base, scratch, newRoot] where !GuestSystem.makeDirectory(folder) { throw AgentError.system("mkdir \(folder)", errno) }
         try mount(baseDevice, on: base, type: "ext4", flags: UInt(MS_RDONLY | MS_NODEV), options: "noload")
 
@@ -107,8 +103,6 @@ enum DockerRoot {
 /// only inside the guest.
 final class DockerDaemon {
     static let socketPath = "/run/docker.sock"
-    /// The kernel command-line word that gives the egress proxy's port (for dockerd's `HTTPS_PROXY`).
-    static let proxyWordPrefix = "hyper.proxy="
     /// How often the socket is tried while nobody listens on it.
     private static let retryNanoseconds: UInt64 = 10_000_000
 

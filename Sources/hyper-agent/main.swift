@@ -19,9 +19,10 @@ do {
     try GuestSetup.loadModules()
     let commandLine = GuestSetup.kernelCommandLine()
     var docker: DockerDaemon?
-    if commandLine.contains(DockerRoot.commandLineWord) {
+    if commandLine.contains(DockerFlavourContract.commandLineWord) {
         try DockerRoot.assemble(kernelRelease: GuestSetup.kernelRelease())
-        let proxyPort = commandLine.first { $0.hasPrefix(DockerDaemon.proxyWordPrefix) }.flatMap { UInt16($0.dropFirst(DockerDaemon.proxyWordPrefix.count)) }
+        let prefix = DockerFlavourContract.proxyWordPrefix
+        let proxyPort = commandLine.first { $0.hasPrefix(prefix) }.flatMap { UInt16($0.dropFirst(prefix.count)) }
         docker = try DockerDaemon(proxyPort: proxyPort)
     }
     let signals = chyper_agent_child_signal_fd()

@@ -1,3 +1,5 @@
+import HyperAgentProtocol
+
 /// The Docker flavour of the microVM guest (`--docker`): the guest kit's kernel and agent boot a Debian
 /// root with docker.io, and the agent starts a private containerd and dockerd in it before the first
 /// command. Two virtio-blk disks carry it:
@@ -7,13 +9,6 @@
 ///
 /// See docs/docker.md.
 public enum DockerFlavour {
-    /// The serial numbers the agent finds the disks by (see the agent's `DockerRoot`); virtio-blk serials
-    /// hold at most 20 bytes.
-    static let baseSerial = "hyperctl-docker-img"
-    static let scratchSerial = "hyperctl-scratch"
-    /// The kernel command-line words that turn the flavour on, and give dockerd the egress proxy.
-    static let commandLineWord = "hyper.docker"
-    static let proxyWordPrefix = "hyper.proxy="
     /// The scratch disk's size: room for images, containers and the root's changes. Sparse: a sandbox
     /// takes only what it writes.
     public static let scratchBytes: UInt64 = 16 << 30
@@ -54,12 +49,12 @@ public enum DockerFlavour {
         } catch {
             throw HyperError(.hostFailure, "--docker: the scratch disk: \(error)")
         }
-        return ([VirtioBlock(storage: base, readOnly: true, identifier: baseSerial),
-                 VirtioBlock(storage: scratch, readOnly: false, identifier: scratchSerial)], scratch)
+        return ([VirtioBlock(storage: base, readOnly: true, identifier: DockerFlavourContract.imageSerial),
+                 VirtioBlock(storage: scratch, readOnly: false, identifier: DockerFlavourContract.scratchSerial)], scratch)
     }
 
     /// The kernel command-line words for a sandbox, with the proxy's port when it has one.
     static func commandLineWords(proxyPort: UInt16?) -> String {
-        " " + commandLineWord + (proxyPort.map { " \(proxyWordPrefix)\($0)" } ?? "")
+        " " + DockerFlavourContract.commandLineWord + (proxyPort.map { " \(DockerFlavourContract.proxyWordPrefix)\($0)" } ?? "")
     }
 }
