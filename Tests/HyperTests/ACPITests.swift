@@ -50,6 +50,14 @@ struct ACPITests {
         #expect(AML.integer(0x1234).bytes == [0x0B, 0x34, 0x12])
     }
 
+    @Test func virtioInterruptsAreEdgeTriggeredActiveHigh() {
+        let descriptor = AML.interrupt(5)
+        #expect(descriptor[0] == 0x89 && descriptor[3] & 0x01 == 0x01, "a consumer")
+        #expect(descriptor[3] & 0x02 == 0x02, "edge-triggered: a pulsed line must not be level")
+        #expect(descriptor[3] & 0x0C == 0, "active high, exclusive")
+        #expect(Array(descriptor[5...]) == [5, 0, 0, 0])
+    }
+
     @Test(.enabled(if: iaslAvailable, "needs iasl from acpica-tools"))
     func iaslDisassemblesTheGeneratedTables() throws {
         let memory = try GuestMemory(size: 2 << 20)
@@ -80,7 +88,7 @@ struct ACPITests {
         #expect(dsdt.contains("Device (V000)") && dsdt.contains("Device (V001)") && dsdt.contains("\"LNRO0005\""))
         #expect(dsdt.contains("IO (Decode16") && dsdt.contains("0x03F8") && dsdt.contains("IRQNoFlags"))
         #expect(dsdt.contains("Memory32Fixed (ReadWrite") && dsdt.contains("0xD0001000"))
-        #expect(dsdt.contains("Interrupt (ResourceConsumer"))
+        #expect(dsdt.contains("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive"), "virtio lines are pulsed: edge-triggered")
         let fadtText = texts["facp"] ?? ""
         let flagLines = fadtText.split(separator: "\n").filter { $0.contains("Reduced") || $0.contains("Flags (decoded") }
         #expect(fadtText.contains("Hardware Reduced (V5) : 1"), "\(flagLines)")

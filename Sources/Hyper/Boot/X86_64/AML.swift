@@ -59,8 +59,13 @@ public enum AML {
     }
 
     /// An extended interrupt descriptor: consumer, edge-triggered, active high, exclusive, one interrupt.
+    ///
+    /// Edge, because devices pulse their line once per event (an irqfd write is a rising and a falling
+    /// edge). A level-triggered line pulsed while the guest still handles the previous interrupt (remote IRR
+    /// set) would lose that event for good, and the guest would wait for it forever.
     public static func interrupt(_ number: UInt32) -> [UInt8] {
-        [0x89, 0x06, 0x00, 0x01, 0x01] + littleEndian(UInt64(number), 4)
+        let flags: UInt8 = 0x01 | 0x02  // bit 0: consumer; bit 1: edge-triggered (bit 2 clear: active high; bit 3 clear: exclusive)
+        return [0x89, 0x06, 0x00, flags, 0x01] + littleEndian(UInt64(number), 4)
     }
 
     /// Encodes a name path of 4-character segments (`_SB_`, `COM1`, `\_SB_.V000`), padding short ones with `_`.
