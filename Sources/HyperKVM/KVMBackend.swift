@@ -13,10 +13,18 @@ public struct KVMBackend: Backend {
     public let capabilities: Set<SandboxFeature> = [.memoryLimit, .cpuLimit, .pidsLimit, .timeout, .interactive, .tty,
                                                      .networkAllowlist, .secrets, .docker]
     private let gatherFacts: @Sendable () -> KVMHostFacts
+    /// The default guest's snapshots at agent-ready: the default start path.
+    public let bootSnapshots: BootSnapshotCache
+    /// Where the default guest kit is (`GuestKit.defaultDirectory()` unless a test says otherwise).
+    private let kitDirectory: String?
 
-    /// Creates the backend. Tests pass their own facts to check probe verdicts and selection.
-    public init(facts: @escaping @Sendable () -> KVMHostFacts = { KVMHostFacts.gather() }) {
+    /// Creates the backend. Tests pass their own facts to check probe verdicts and selection, and their own
+    /// boot snapshot cache and guest kit.
+    public init(facts: @escaping @Sendable () -> KVMHostFacts = { KVMHostFacts.gather() }, bootSnapshots: BootSnapshotCache = BootSnapshotCache(),
+                kitDirectory: String? = nil) {
         gatherFacts = facts
+        self.bootSnapshots = bootSnapshots
+        self.kitDirectory = kitDirectory
     }
 
     public func probe() -> ProbeResult { KVMProbe.evaluate(gatherFacts()) }
@@ -33,12 +41,13 @@ public struct KVMBackend: Backend {
     }
 
     public func launch(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SandboxHandle {
-        let (spec, origin) = try origin(of: spec, options: options)
-        let bootTimeout = try prepare(spec, options: options)
+        let start = try origin(of: spec, options: options)
+        let bootTimeout = try prepare(start.spec, options: options)
         #if os(Linux)
         let signals = try HostSignalRelay()
-        return try MicroVMSandbox(spec: spec, options: options, origin: origin, hypervisor: KVMHypervisor(), signals: signals,
-                                  bootTimeout: bootTimeout)
+        return try start.launch { (origin) throws(HyperError) in
+            try MicroVMSandbox(spec: start.spec, options: options, origin: origin, hypervisor: KVMHypervisor(), signals: signals, bootTimeout: bootTimeout)
+        }
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
         #endif
@@ -46,12 +55,15 @@ public struct KVMBackend: Backend {
 
     /// A microVM that stays up for many commands; its time limit is the sandbox's life.
     public func launchSession(_ spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> any SessionSandbox {
-        var (sessionSpec, origin) = try origin(of: spec, options: options)
+        let start = try origin(of: spec, options: options)
+        var sessionSpec = start.spec
         sessionSpec.interactive = false
         sessionSpec.tty = false
         let bootTimeout = try prepare(sessionSpec, options: options)
         #if os(Linux)
-        return try MicroVMSession(spec: sessionSpec, options: options, origin: origin, hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        return try start.launch { (origin) throws(HyperError) in
+            try MicroVMSession(spec: sessionSpec, options: options, origin: origin, hypervisor: KVMHypervisor(), bootTimeout: bootTimeout)
+        }
         #else
         throw KVMError.unavailable("KVM needs Linux").hyperError
         #endif
@@ -71,28 +83,71 @@ public struct KVMBackend: Backend {
         return spec.docker ? DockerFlavour.bootTimeout : MicroVMSandbox.defaultBootTimeout
     }
 
+    /// How a sandbox starts: its spec, where its machine comes from, and for a restore from the boot
+    /// snapshot cache, the cold boot to fall back on when that snapshot is refused.
+    struct Start {
+        var spec: SandboxSpec
+        var origin: MicroVMSandbox.Origin
+        var coldBoot: (kit: GuestKit, plan: BootSnapshotPlan)?
+
+        /// Builds the sandbox from `origin`; a cached snapshot that cannot be restored (corrupt, of another
+        /// CPU, refused by KVM) is removed, and the sandbox boots cold and saves a new one.
+        func launch<Sandbox>(_ build: (MicroVMSandbox.Origin) throws(HyperError) -> Sandbox) throws(HyperError) -> Sandbox {
+            do {
+                return try build(origin)
+            } catch {
+                guard let (kit, plan) = coldBoot else { throw error }
+                plan.cache.discard(plan.folder)
+                var replacing = plan
+                replacing.replacing = error.message
+                return try build(.boot(kit, saving: replacing))
+            }
+        }
+    }
+
     /// Where the machine comes from: the options' snapshot (whose size and flavour the spec takes where it
-    /// sets none), or the guest kit.
-    func origin(of spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> (SandboxSpec, MicroVMSandbox.Origin) {
-        guard let folder = options.snapshotPath else { return (spec, .boot(try kit(for: options))) }
-        let snapshot = try SandboxSnapshot.read(from: folder)
-        var restored = spec
-        if restored.limits.memoryBytes == nil { restored.limits.memoryBytes = snapshot.memoryBytes }
-        if restored.limits.cpus == nil { restored.limits.cpus = Double(snapshot.vcpus) }
-        if snapshot.isDocker { restored.docker = true }
-        return (restored, .snapshot(snapshot))
+    /// sets none); else for the default guest its boot snapshot, or a cold boot that saves one (the default
+    /// path; not with `coldBoot`, the Docker flavour, disks, or another kernel or initramfs); else the kit.
+    func origin(of spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> Start {
+        if let folder = options.snapshotPath {
+            let snapshot = try SandboxSnapshot.read(from: folder)
+            var restored = spec
+            if restored.limits.memoryBytes == nil { restored.limits.memoryBytes = snapshot.memoryBytes }
+            if restored.limits.cpus == nil { restored.limits.cpus = Double(snapshot.vcpus) }
+            if snapshot.isDocker { restored.docker = true }
+            return Start(spec: restored, origin: .snapshot(snapshot))
+        }
+        let kit = try kit(for: options)
+        guard !options.coldBoot, options.kernelPath == nil, options.initrdPath == nil, options.disks.isEmpty, !spec.docker else {
+            return Start(spec: spec, origin: .boot(kit))
+        }
+        let size = MicroVMSandbox.machineSize(for: spec)
+        let key = BootSnapshotCache.Key(kit: kit, commandLine: MicroVMSandbox.kernelCommandLine, memoryBytes: size.memoryBytes, vcpus: size.vcpus)
+        guard let folder = bootSnapshots.folder(for: key) else { return Start(spec: spec, origin: .boot(kit)) }
+        var plan = BootSnapshotPlan(cache: bootSnapshots, folder: folder)
+        do {
+            guard let snapshot = try bootSnapshots.snapshot(in: folder, for: key) else { return Start(spec: spec, origin: .boot(kit, saving: plan)) }
+            return Start(spec: spec, origin: .snapshot(snapshot), coldBoot: (kit, plan))
+        } catch {
+            bootSnapshots.discard(folder)
+            plan.replacing = error.message
+            return Start(spec: spec, origin: .boot(kit, saving: plan))
+        }
     }
 
     /// The guest kit, with the options' kernel or initrd in place of its own.
     func kit(for options: LaunchOptions) throws(HyperError) -> GuestKit {
         switch (options.kernelPath, options.initrdPath) {
         case let (kernel?, initrd?): return GuestKit(kernelPath: kernel, initrdPath: initrd)
-        case (nil, nil): return try GuestKit.locate()
+        case (nil, nil): return try GuestKit.locate(in: kitDirectory ?? GuestKit.defaultDirectory())
         case let (kernel, initrd):
-            let base = try GuestKit.locate()
+            let base = try GuestKit.locate(in: kitDirectory ?? GuestKit.defaultDirectory())
             return GuestKit(kernelPath: kernel ?? base.kernelPath, initrdPath: initrd ?? base.initrdPath)
         }
     }
+
+    /// Removes boot snapshots that a crashed sandbox left half-written.
+    public func sweepLeftovers() { bootSnapshots.sweepStaging() }
 
     /// Boots a raw VM. Unlike sandboxes, this also runs on unaccelerated KVM: small guests run fine there.
     public func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit {

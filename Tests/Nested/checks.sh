@@ -12,6 +12,24 @@ out="$(run --report /tmp/echo.json -- echo hello 2>/tmp/err)"; code=$?
 check "echo output" [ "$code" = 0 -a "$out" = hello ]
 [ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
 
+# The default start path: the first run boots cold and saves the boot snapshot at agent ready; the next
+# ones start from it; --cold-boot boots; a damaged cached snapshot is replaced by a cold boot.
+check_all "the first run boots cold and saves its boot snapshot" 'grep -q "\"start\": \"cold-boot\"" /tmp/echo.json && grep -q "\"saved\"" /tmp/echo.json'
+out="$(run --report /tmp/second.json -- echo again 2>/tmp/err)"; code=$?
+check_all "the next run starts from the boot snapshot" '[ "$code" = 0 ] && [ "$out" = again ] && grep -q "\"start\": \"snapshot\"" /tmp/second.json'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+out="$(run --cold-boot --report /tmp/cold.json -- echo cold 2>/tmp/err)"; code=$?
+check_all "--cold-boot boots, and saves nothing" '[ "$code" = 0 ] && [ "$out" = cold ] && grep -q "\"start\": \"cold-boot\"" /tmp/cold.json \
+    && ! grep -q bootSnapshot /tmp/cold.json'
+cached="$(ls -d "$HOME"/.cache/hyperctl/snapshots/512m-1cpu-* 2>/dev/null | head -1)"
+printf 'x' | dd of="$cached/state" bs=1 seek=40 conv=notrunc 2>/dev/null
+out="$(run --report /tmp/remade.json -- echo remade 2>/tmp/err)"; code=$?
+again="$(run --report /tmp/after.json -- echo after 2>>/tmp/err)"
+check_all "a damaged boot snapshot is replaced: a cold boot that says why, then restores again" '[ "$code" = 0 ] && [ "$out" = remade ] \
+    && grep -q "\"start\": \"cold-boot\"" /tmp/remade.json && grep -q "\"replaced\".*checksum" /tmp/remade.json \
+    && [ "$again" = after ] && grep -q "\"start\": \"snapshot\"" /tmp/after.json'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+
 run -- true; code=$?
 check "exit code 0" [ "$code" = 0 ]
 
@@ -146,11 +164,13 @@ check "the sandbox goes on after its snapshot" [ "$out" = kept-in-memory ]
 hyperctl stop origin > /dev/null; hyperctl rm origin > /dev/null
 cd /empty
 for i in 1 2 3 4 5 6 7 8 9 10; do
-    run --from-snapshot /tmp/snap --hostname "clone$i" --timeout 120s -- sh -c 'echo "$(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n") $(cat /tmp/marker)"' >> /tmp/clones 2>>/tmp/clone-err
+    hyperctl create --backend kvm --from-snapshot /tmp/snap --name "clone$i" > /dev/null 2>>/tmp/clone-err &&
+        timeout 60 hyperctl exec "clone$i" -- sh -c 'echo "$(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n") $(cat /tmp/marker)"' >> /tmp/clones 2>>/tmp/clone-err
+    timeout 60 hyperctl stop "clone$i" > /dev/null 2>&1; hyperctl rm "clone$i" > /dev/null 2>&1
 done
 cd /ws
 sed 's/^/INFO clone: /' /tmp/clones
-check_all "ten clones of one snapshot: the original's memory, each its own hostname and random state" '[ "$(wc -l < /tmp/clones)" = 10 ] \
+check_all "ten session clones of one snapshot answer: the original's memory, each its own hostname and random state" '[ "$(wc -l < /tmp/clones)" = 10 ] \
     && [ "$(cut -d" " -f1 /tmp/clones | sort -u | wc -l)" = 10 ] && [ "$(cut -d" " -f2 /tmp/clones | sort -u | wc -l)" = 10 ] \
     && [ "$(cut -d" " -f3 /tmp/clones | sort -u)" = kept-in-memory ]'
 [ -s /tmp/clone-err ] && sed 's/^/INFO   /' /tmp/clone-err | head -5
@@ -163,11 +183,10 @@ from-session" ] && [ "$skew" -ge -5 ] && [ "$skew" -le 20 ] && grep -q "\"start\
 cp -r /tmp/snap /tmp/bad-snap && printf 'x' | dd of=/tmp/bad-snap/state bs=1 seek=40 conv=notrunc 2>/dev/null
 run --from-snapshot /tmp/bad-snap -- true 2>/tmp/err; code=$?
 check_all "a corrupted snapshot is refused with 125" '[ "$code" = 125 ] && grep -q -i "checksum" /tmp/err'
-agent_ready_ms() { echo $(( $(tr -d '\n ' < "$1" | grep -o '"agentReady","ns":[0-9]*' | grep -o '[0-9]*$') / 1000000 )); }
-for round in 1 2 3; do
-    run --report /tmp/cold.json -- true && run --from-snapshot /tmp/snap --report /tmp/warm.json -- true &&
-        echo "INFO restore against cold boot, launch to agent ready (run $round): $(agent_ready_ms /tmp/warm.json) ms against $(agent_ready_ms /tmp/cold.json) ms"
-done
+hyperctl bench snapshot --guest kit --runs 2 --warmup 0 --json /tmp/kit-bench.json > /tmp/kit-bench.txt 2>/tmp/err; code=$?
+check_all "bench snapshot --guest kit times restore against cold boot to agent ready" '[ "$code" = 0 ] && grep -q restoreToColdRatio /tmp/kit-bench.json'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+sed 's/^/INFO kit bench: /' /tmp/kit-bench.txt
 
 rm -f /tmp/sigout
 hyperctl run --backend kvm -w /ws -- sh -c 'echo before > sig.txt; echo started; sleep 1000' > /tmp/sigout 2>&1 &
@@ -189,8 +208,9 @@ run --timeout 20s -- sleep 1000 2>/tmp/err; code=$?
 check_all "hung command ends with the timeout code (124)" '[ "$code" = 124 ] && grep -q "timed out" /tmp/err'
 
 # The benchmark's kvm rows, on a host whose KVM counts as accelerated (numbers mean nothing under TCG).
-hyperctl bench cold-start --backends kvm --peers none --runs 2 --warmup 0 --json /tmp/bench.json > /tmp/bench.txt 2>/dev/null; code=$?
-check_all "bench measures kvm and kvm-agent-ready" '[ "$code" = 0 ] && grep -q "\"backend\": \"kvm-agent-ready\"" /tmp/bench.json && ! grep -q "\"skipped\"" /tmp/bench.json'
+hyperctl bench cold-start --backends kvm,kvm-cold-boot --peers none --runs 1 --warmup 0 --json /tmp/bench.json > /tmp/bench.txt 2>/dev/null; code=$?
+check_all "bench measures kvm and kvm-cold-boot, each to agent ready" '[ "$code" = 0 ] && grep -q "\"backend\": \"kvm-agent-ready\"" /tmp/bench.json \
+    && grep -q "\"backend\": \"kvm-cold-boot-agent-ready\"" /tmp/bench.json && ! grep -q "\"skipped\"" /tmp/bench.json'
 sed 's/^/INFO bench: /' /tmp/bench.txt
 
 # The phase timeline of `run -- true`, and each phase's share of the total (absolute times mean nothing
@@ -209,10 +229,9 @@ phases() {
     ready="$(tr -d '\n ' < "$report" | grep -o '"guestReadyNanoseconds":"[0-9]*"' | grep -o '[0-9][0-9]*')"
     echo "INFO $2: total $(( total / 1000000 ))ms, guest uptime at agent ready $(( ${ready:-0} / 1000000 ))ms:$line"
 }
-for round in 1 2; do
-    run --report /tmp/pvh.json -- true && phases /tmp/pvh.json "phases (PVH vmlinux, initramfs uncompressed, run $round)"
-    run --report /tmp/lz4.json --initrd /kit/initramfs.cpio.lz4 -- true && phases /tmp/lz4.json "phases (PVH vmlinux, initramfs LZ4, run $round)"
-    run --report /tmp/bz.json --kernel /kit/vmlinuz -- true && phases /tmp/bz.json "phases (bzImage, initramfs uncompressed, run $round)"
-done
+run --cold-boot --report /tmp/pvh.json -- true && phases /tmp/pvh.json "phases (PVH vmlinux, initramfs uncompressed)"
+run --report /tmp/lz4.json --initrd /kit/initramfs.cpio.lz4 -- true && phases /tmp/lz4.json "phases (PVH vmlinux, initramfs LZ4)"
+run --report /tmp/bz.json --kernel /kit/vmlinuz -- true && phases /tmp/bz.json "phases (bzImage, initramfs uncompressed)"
+run --report /tmp/restored.json -- true && phases /tmp/restored.json "phases (from the boot snapshot)"
 
 finish

@@ -50,9 +50,20 @@ check_all "a second sandbox sees none of the first one's images or containers ($
     '[ "$code" = 0 ] && [ "$out" = "images:0 containers:0" ] && [ "$mine" != "images:0 containers:0" ]'
 [ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
 check_all "L1 has no Docker socket or daemon with two sandboxes up" 'hyperctl exec second -- docker info > /dev/null 2>&1 && no_daemon_on_l1' 
-hyperctl stop first > /dev/null; hyperctl rm first > /dev/null
 hyperctl stop second > /dev/null; hyperctl rm second > /dev/null
-check_all "stopped sandboxes leave no scratch disk behind" '[ "$code" = 0 ] && [ -z "$(ls -A "$scratch")" ]'
+
+# A snapshot of the first session (its scratch disk copied), restored with its daemon ready: the running
+# container and the built image are there at once.
+hyperctl snapshot first --to /tmp/docker-snap > /dev/null 2>/tmp/err; code=$?
+check_all "a Docker session is snapshotted with its scratch disk" '[ "$code" = 0 ] && [ -f /tmp/docker-snap/scratch ] && [ -f /tmp/docker-snap/memory ]'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+hyperctl stop first > /dev/null; hyperctl rm first > /dev/null
+out="$(hyperctl run --backend kvm --from-snapshot /tmp/docker-snap --report /tmp/restored.json -- sh -c 'docker ps -q | wc -l; docker run --rm --network none local/built' 2>/tmp/err)"; code=$?
+check_all "restored with its daemon ready: the running container and the built image are there" '[ "$code" = 0 ] \
+    && [ "$(echo $out)" = "1 built-by-a-run-step" ] && grep -q "\"start\": \"snapshot\"" /tmp/restored.json'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+tr -d '\n ' < /tmp/restored.json | grep -o '"agentReady","ns":[0-9]*' | sed 's/^/INFO restored: /'
+check_all "stopped and restored sandboxes leave no scratch disk behind" '[ -z "$(ls -A "$scratch")" ]'
 
 # Through the egress proxy: dockerd asks the proxy, which refuses a registry that is not allowlisted.
 ip link set lo up

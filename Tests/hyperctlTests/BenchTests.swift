@@ -84,7 +84,7 @@ struct BenchTests {
         let folder = NSTemporaryDirectory() + "hyperctl-bench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let result = runInProcess(["bench", "cold-start", "--runs", "2", "--warmup", "0", "--backends", "fake,kvm", "--peers", "none",
+        let result = runInProcess(["bench", "cold-start", "--runs", "2", "--warmup", "0", "--backends", "fake,kvm,kvm-cold-boot", "--peers", "none",
                                    "--hyperctl", hyperctlBinary, "--json", folder + "/out.json", "--plot", folder + "/out.svg"])
         #expect(result.exitCode == 0, "\(result.errorOutput)")
         let json = try JSONValue.parse(try String(contentsOfFile: folder + "/out.json", encoding: .utf8))
@@ -92,7 +92,8 @@ struct BenchTests {
             Issue.record("no results")
             return
         }
-        #expect(rows.compactMap { $0["backend"] } == [.string("fake"), .string("kvm"), .string("kvm-agent-ready"), .string("true")])
+        #expect(rows.compactMap { $0["backend"] } == [.string("fake"), .string("kvm"), .string("kvm-agent-ready"), .string("kvm-cold-boot"),
+                                                      .string("kvm-cold-boot-agent-ready"), .string("true")])
         #expect(rows[0]["runs"] == .number(2))
         if KVMHostFacts.gather().hardwareVirtualizationFlag == nil {
             #expect(rows[1]["skipped"] != nil, "kvm is skipped, with the reason, where it is not accelerated")
@@ -132,5 +133,15 @@ struct SnapshotBenchTests {
     @Test func coldStartOptionsAreRefused() {
         let result = runInProcess(["bench", "snapshot", "--peers", "none"])
         #expect(result.exitCode == 125 && result.errorOutput.contains("--peers applies to bench cold-start"))
+        let guest = runInProcess(["bench", "snapshot", "--guest", "windows"])
+        #expect(guest.exitCode == 125 && guest.errorOutput.contains("--guest: \"windows\" is not a guest"))
+        let coldStart = runInProcess(["bench", "cold-start", "--guest", "kit"])
+        #expect(coldStart.exitCode == 125 && coldStart.errorOutput.contains("--guest applies to bench snapshot"))
+    }
+
+    @Test(.enabled(if: KVMHostFacts.gather().hardwareVirtualizationFlag == nil, "checks the refusal on a host without hardware virtualization"))
+    func theGuestKitBenchNeedsHardwareVirtualization() {
+        let result = runInProcess(["bench", "snapshot", "--guest", "kit", "--runs", "1"])
+        #expect(result.exitCode == 125 && result.errorOutput.contains("not hardware-accelerated"), "\(result.errorOutput)")
     }
 }

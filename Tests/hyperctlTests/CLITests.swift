@@ -59,6 +59,8 @@ struct RunCommandTests {
         (["snapshot", "no-such-sandbox-here", "--to", "/tmp/hyperctl-no-snapshot"], "no sandbox named no-such-sandbox-here"),
         (["run", "--backend", "process", "--from-snapshot", "/tmp", "--", "true"], "--from-snapshot applies to microVM backends"),
         (["run", "--backend", "kvm", "--from-snapshot", "/tmp", "--kernel", "/tmp", "--", "true"], "--kernel does not go with --from-snapshot"),
+        (["run", "--backend", "kvm", "--from-snapshot", "/tmp", "--cold-boot", "--", "true"], "--cold-boot does not go with --from-snapshot"),
+        (["run", "--backend", "process", "--cold-boot", "--", "true"], "--cold-boot applies to microVM backends"),
         (["run", "--backend", "kvm", "--allow-unaccelerated", "--from-snapshot", "/no/such/snapshot", "--", "true"], "is not a snapshot folder"),
         (["boot", "--backend", "kvm"], "boot needs --kernel FILE"),
         (["boot", "--kernel", "/no/such/kernel"], "--kernel: /no/such/kernel is not a readable file"),

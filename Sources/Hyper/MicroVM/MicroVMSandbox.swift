@@ -63,9 +63,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private let hostname: String
     private let random: HostRandom
 
-    /// How a sandbox's machine comes to be: booted from a guest kit, or restored from a snapshot.
+    /// How a sandbox's machine comes to be: booted from a guest kit (and saved at agent-ready for later
+    /// sandboxes, with a plan), or restored from a snapshot.
     public enum Origin: Sendable {
-        case boot(GuestKit)
+        case boot(GuestKit, saving: BootSnapshotPlan? = nil)
         case snapshot(SandboxSnapshot)
     }
 
@@ -78,6 +79,13 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     private let hasUserDisks: Bool
     /// The snapshot this sandbox was restored from, if it was.
     private let restoredFrom: SandboxSnapshot?
+    /// Where this cold boot saves its machine at agent-ready, if it does (the default start path).
+    private let bootSnapshotPlan: BootSnapshotPlan?
+
+    /// The machine a spec asks for: its memory (default `defaultMemory`) and whole vCPUs (at least one).
+    public static func machineSize(for spec: SandboxSpec) -> (memoryBytes: UInt64, vcpus: Int) {
+        (spec.limits.memoryBytes ?? defaultMemory, max(1, Int((spec.limits.cpus ?? 1).rounded(.up))))
+    }
 
     /// Builds and starts the microVM for `spec` on `hypervisor`, booted from `kit`.
     public convenience init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
@@ -101,11 +109,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         self.spec = spec
         self.bootTimeout = bootTimeout
         streams = options.streams
-        let memory = spec.limits.memoryBytes ?? Self.defaultMemory
+        let (memory, vcpus) = Self.machineSize(for: spec)
         guard memory >= 128 << 20 else {
             throw HyperError(.invalidSpec, "memory: a microVM sandbox needs at least 128 MiB (its kernel and agent live there too); \(Units.formatSize(memory)) was asked")
         }
-        let vcpus = max(1, Int((spec.limits.cpus ?? 1).rounded(.up)))
         if case let .snapshot(snapshot) = origin {
             guard snapshot.memoryBytes == memory, snapshot.vcpus == vcpus, snapshot.isDocker == spec.docker else {
                 throw HyperError(.invalidSpec, "--from-snapshot: the snapshot is of a \(Units.formatSize(snapshot.memoryBytes)), \(snapshot.vcpus)-vCPU\(snapshot.isDocker ? " Docker" : "") sandbox; this one asks for \(Units.formatSize(memory)) and \(vcpus)\(spec.docker ? " with Docker" : "")")
@@ -136,7 +143,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
         var devices: [any VirtioDevice] = [console, entropy]
         switch origin {
-        case let .boot(kit):
+        case let .boot(kit, plan):
             if spec.docker {
                 let image = DockerFlavour.defaultImagePath()
                 let disks = try DockerFlavour.disks(imagePath: image)
@@ -161,6 +168,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                                                       memoryBytes: memory, vcpus: vcpus)
             vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
             restoredFrom = nil
+            bootSnapshotPlan = spec.docker || !options.disks.isEmpty ? nil : plan
         case let .snapshot(snapshot):
             if let image = snapshot.dockerImage {
                 guard HostSystem.fileKind(at: image) != nil, let size = try? HostSystem.openFile(image, writable: false), size.size == snapshot.dockerImageBytes else {
@@ -179,6 +187,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             vm = try MicroVM(restoring: machine, memory: try MachineSnapshot.mapMemory(from: snapshot.folder, snapshot: machine), devices: devices,
                              console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
             restoredFrom = snapshot
+            bootSnapshotPlan = nil
         }
         consoleTransport = vm.transports[0]
         secrets = try SandboxSecrets.read(spec)
@@ -559,6 +568,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                         $0.append(("guestAgentStartNanoseconds", .string(String(report.agentStartNanoseconds))))
                         $0.append(("guestReadyNanoseconds", .string(String(report.readyNanoseconds))))
                     }
+                    if let bootSnapshotPlan { saveBootSnapshot(bootSnapshotPlan) }
                     try agentIsReady(at: arrival)
                 case let .started(id, pid):
                     guard var entry = running[id], !entry.started else { throw protocolError("started for command \(id), which was not asked for") }
@@ -691,6 +701,31 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
         guard !hasUserDisks else { throw HyperError(.unsupportedFeature, "snapshot: a sandbox with --disk cannot be snapshotted (its clones would share the disk)") }
         guard HostSystem.fileKind(at: folder) == nil else { throw HyperError(.invalidArgument, "snapshot: \(folder) exists already") }
+        try writeMachine(to: folder)
+    }
+
+    /// The default start path's first step: the guest has said `ready` and has been told nothing of its own
+    /// yet (no identity, setup, secrets or workspace), so its machine is what every later sandbox of this
+    /// kind starts from. It is written to a staging folder and named at once; a failure costs only speed.
+    private func saveBootSnapshot(_ plan: BootSnapshotPlan) {
+        let started = HostSystem.monotonicNanoseconds()
+        do throws(HyperError) {
+            let staging = try plan.cache.makeStagingFolder(for: plan.folder)
+            try writeMachine(to: staging)
+            try plan.cache.publish(staging, as: plan.folder)
+            var facts: [(String, JSONValue)] = [("saved", .string(plan.folder)),
+                                                ("milliseconds", .number(Double(HostSystem.monotonicNanoseconds() - started) / 1e6))]
+            if let replacing = plan.replacing { facts.append(("replaced", .string(replacing))) }
+            details.withLock { $0.append(("bootSnapshot", .object(facts))) }
+        } catch {
+            details.withLock { $0.append(("bootSnapshot", .object([("failed", .string(error.message))]))) }
+            try? HostSystem.writeAll(streams.error, Array("hyperctl: the boot snapshot was not saved (later sandboxes boot cold too): \(error.message)\n".utf8))
+        }
+    }
+
+    /// Waits for the guest's devices to be quiet, pauses the machine, writes it (and the sandbox's
+    /// description and scratch disk) to `folder`, and resumes it.
+    private func writeMachine(to folder: String) throws(HyperError) {
         // The guest must have taken every interrupt its devices raised, and finished handling it, so that no
         // interrupt is half-way (delivered, not yet acknowledged) in the machine that clones start from.
         let settleBy = HostSystem.monotonicNanoseconds() + Self.snapshotSettleLimit

@@ -187,6 +187,9 @@ public struct LaunchOptions: Sendable {
     public var disks: [DiskAttachment] = []
     /// For microVM backends: a snapshot folder to restore the sandbox from instead of booting.
     public var snapshotPath: String?
+    /// For microVM backends: boot the guest even when a boot snapshot of it could be restored (the default
+    /// start path; see `BootSnapshotCache`), and save none.
+    public var coldBoot = false
     /// The sandbox's hostname: a session's is its name; nil for `defaultHostname`.
     public var hostname: String?
     /// Every backend's hostname when the options name none.

@@ -349,6 +349,22 @@ extension HostSystem {
         }
     }
 
+    /// Renames `path` to `newPath` in one step. A directory is not put over a non-empty one (ENOTEMPTY or
+    /// EEXIST): the first to rename wins.
+    public static func renameItem(_ path: String, to newPath: String) throws(HostCallError) {
+        // SAFETY: rename reads two NUL-terminated paths during the call.
+        guard unsafe rename(path, newPath) == 0 else { throw HostCallError(operation: "rename", subject: path, errorNumber: errno) }
+    }
+
+    /// What identifies a file's present contents without reading them: device, inode, size and change time
+    /// (`dev:ino:size:ctime`), or nil when there is no such file. A rewritten or replaced file gets another.
+    public static func fileStamp(_ path: String) -> String? {
+        var info = stat()
+        // SAFETY: stat reads the NUL-terminated path and writes only into `info`, a local of the right type.
+        guard unsafe stat(path, &info) == 0 else { return nil }
+        return "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
+    }
+
     /// Makes a symbolic link at `path` pointing at `target`.
     public static func makeSymbolicLink(_ target: String, at path: String) throws(HostCallError) {
         // SAFETY: symlink reads two NUL-terminated strings during the call.

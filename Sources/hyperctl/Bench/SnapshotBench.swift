@@ -12,7 +12,7 @@ import HyperKVM
 ///   private part (what is not shared page cache), which is what each clone really costs.
 ///
 /// The counting guest has no boot to skip, so the ratio shows the restore path's overhead; a Linux guest's
-/// restore skips its whole boot (the nested harness measures that once Linux sandboxes can be snapshotted).
+/// restore skips its whole boot (`--guest kit`, `KitSnapshotBench`, measures that).
 struct SnapshotBench {
     static let memorySize: UInt64 = 64 << 20
     static let cloneCount = 10
@@ -149,6 +149,12 @@ struct SnapshotBench {
         return MemoryUse(resident: max(0, after.resident - before.resident), privateResident: max(0, after.privateResident - before.privateResident))
     }
 
+    /// A row's figures in the JSON output.
+    static func figuresJSON(_ row: RowFigures) -> JSONValue {
+        .object([("runs", .integer(Int32(row.runs))), ("medianMs", .number(row.median)), ("p90Ms", .number(row.p90)),
+                 ("minMs", .number(row.minimum)), ("maxMs", .number(row.maximum))])
+    }
+
     /// This process's resident and private resident memory, in KiB (`/proc/self/smaps_rollup`).
     static func processMemory() -> MemoryUse {
         var fields: [String: Int] = [:]
@@ -176,10 +182,7 @@ extension SnapshotBench.Results {
     }
 
     var json: JSONValue {
-        let figures = { (row: RowFigures) -> JSONValue in
-            .object([("runs", .integer(Int32(row.runs))), ("medianMs", .number(row.median)), ("p90Ms", .number(row.p90)),
-                     ("minMs", .number(row.minimum)), ("maxMs", .number(row.maximum))])
-        }
+        let figures = SnapshotBench.figuresJSON
         let memory = { (use: SnapshotBench.MemoryUse) -> JSONValue in
             .object([("residentKiB", .integer(Int32(clamping: use.resident))), ("privateKiB", .integer(Int32(clamping: use.privateResident)))])
         }

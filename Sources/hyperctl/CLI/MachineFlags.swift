@@ -9,6 +9,7 @@ enum MachineFlags {
         OptionSpec(["--guest-console"], value: "FILE", help: "kvm: copy the guest's serial console to FILE"),
         OptionSpec(["--disk"], value: "FILE[:ro]", repeatable: true, help: "kvm: attach a disk image as /dev/vda, /dev/vdb..."),
         OptionSpec(["--from-snapshot"], value: "DIR", help: "kvm: restore the sandbox from a snapshot folder (hyperctl snapshot) instead of booting"),
+        OptionSpec(["--cold-boot"], help: "kvm: boot the guest kernel even when its boot snapshot could be restored (the default start path)"),
     ]
 
     /// Puts the flags into `options`, with paths made absolute against `directory`.
@@ -19,14 +20,15 @@ enum MachineFlags {
         options.guestConsolePath = arguments.value("--guest-console").map { SandboxSpec.absolute($0, base: directory) }
         for text in arguments.all("--disk") { options.disks.append(try DiskAttachment.parse(text, base: directory)) }
         options.snapshotPath = arguments.value("--from-snapshot").map { SandboxSpec.absolute($0, base: directory) }
-        if options.snapshotPath != nil, let flag = ["--kernel", "--initrd", "--disk"].first(where: { arguments.has($0) }) {
+        options.coldBoot = arguments.has("--cold-boot")
+        if options.snapshotPath != nil, let flag = ["--kernel", "--initrd", "--disk", "--cold-boot"].first(where: { arguments.has($0) }) {
             throw HyperError(.invalidArgument, "\(flag) does not go with --from-snapshot: the snapshot holds the guest")
         }
     }
 
     /// Refuses the microVM flags for a backend that runs no guest kernel.
     static func check(_ arguments: ParsedArguments, backend: any Backend) throws(HyperError) {
-        let given = ["--kernel", "--initrd", "--guest-console", "--disk", "--from-snapshot"].filter { arguments.has($0) }
+        let given = ["--kernel", "--initrd", "--guest-console", "--disk", "--from-snapshot", "--cold-boot"].filter { arguments.has($0) }
         if backend.isolation != .hardwareVM, let flag = given.first {
             throw HyperError(.invalidArgument, "\(flag) applies to microVM backends (kvm); backend \(backend.name) runs no guest kernel")
         }
@@ -40,6 +42,7 @@ enum MachineFlags {
         if let console = options.guestConsolePath { list += ["--guest-console", console] }
         for disk in options.disks { list += ["--disk", disk.path + (disk.readOnly ? ":ro" : "")] }
         if let snapshot = options.snapshotPath { list += ["--from-snapshot", snapshot] }
+        if options.coldBoot { list.append("--cold-boot") }
         return list
     }
 }

@@ -6,7 +6,7 @@ import Hyper
 enum BenchCommand: CLICommand {
     static let name = "bench"
     static let abstract = "Benchmark cold starts across backends and peers, and snapshot restores"
-    static let usage = "bench cold-start [--backends LIST] [--peers LIST] [--runs N] [--warmup N] [--baseline ROW] [--json FILE] [--plot FILE.svg]\n       hyperctl bench snapshot [--runs N] [--warmup N] [--json FILE]"
+    static let usage = "bench cold-start [--backends LIST] [--peers LIST] [--runs N] [--warmup N] [--baseline ROW] [--json FILE] [--plot FILE.svg]\n       hyperctl bench snapshot [--guest tiny|kit] [--runs N] [--warmup N] [--json FILE]"
     static let options: [OptionSpec] = [
         OptionSpec(["--backends"], value: "LIST", help: "Backend rows (default: \(ColdStartPlan.backendRows.joined(separator: ",")))"),
         OptionSpec(["--peers"], value: "LIST", help: "Peer rows, or none (default: \(ColdStartPlan.peerRows.joined(separator: ",")))"),
@@ -16,17 +16,21 @@ enum BenchCommand: CLICommand {
         OptionSpec(["--json"], value: "FILE", help: "Write the results as JSON: host and results"),
         OptionSpec(["--plot"], value: "FILE", help: "Write an SVG bar chart of the medians with p90 whiskers"),
         OptionSpec(["--hyperctl"], value: "PATH", help: "The hyperctl binary to time (default: this one)"),
+        OptionSpec(["--guest"], value: "GUEST", help: "snapshot: tiny (the counting guest, any KVM) or kit (the Linux guest kit; hardware virtualization)"),
     ]
     static let discussion = """
     Each run is one whole process, spawned and waited for, so launcher start-up counts. Rows run interleaved
     (A B C A B C ...) so that drift on a noisy machine hits every row alike. A row that cannot run here stays
-    in the output as skipped, with the reason. The kvm row is `run --backend kvm -- true` on the guest kit;
-    kvm-agent-ready is the launch-to-agent-ready time from the same runs' reports; kvm-minimal is the VMM
-    alone booting the built-in tiny guest.
+    in the output as skipped, with the reason. The kvm row is `run --backend kvm -- true` on the guest kit,
+    the default start path (restored from its boot snapshot, which the first run makes); kvm-cold-boot is the
+    same with --cold-boot; their -agent-ready rows are the launch-to-agent-ready times from the same runs'
+    reports; kvm-minimal is the VMM alone booting the built-in tiny guest.
 
     snapshot times a tiny guest on /dev/kvm (an unaccelerated one will do) to its next byte on COM1, booted
     cold against restored from a snapshot folder (copy-on-write memory), interleaved, with the ratio; then
-    the memory that ten clones of one snapshot add against ten cold boots.
+    the memory that ten clones of one snapshot add against ten cold boots. With --guest kit it times
+    `run --backend kvm -- true` on the guest kit instead: launch to agent ready, from the boot snapshot (the
+    default path) against --cold-boot, interleaved, with the ratio (default 10 runs, 1 warm-up).
     """
 
     static func run(_ arguments: ParsedArguments, context: CommandContext) throws(HyperError) -> Int32 {
@@ -39,28 +43,61 @@ enum BenchCommand: CLICommand {
     }
 
     static func runSnapshot(_ arguments: ParsedArguments, context: CommandContext) throws(HyperError) -> Int32 {
-        for option in ["--backends", "--peers", "--baseline", "--plot", "--hyperctl"] where arguments.has(option) {
+        for option in ["--backends", "--peers", "--baseline", "--plot"] where arguments.has(option) {
             throw HyperError(.invalidArgument, "\(option) applies to bench cold-start, not snapshot")
         }
+        let jsonPath = arguments.value("--json").map { SandboxSpec.absolute($0, base: context.currentDirectory) }
+        switch arguments.value("--guest") ?? "tiny" {
+        case "tiny": break
+        case "kit": return try runKitSnapshot(arguments, jsonPath: jsonPath, context: context)
+        case let other: throw HyperError(.invalidArgument, "--guest: \"\(other)\" is not a guest (tiny or kit)")
+        }
+        if arguments.has("--hyperctl") { throw HyperError(.invalidArgument, "--hyperctl applies to bench cold-start and snapshot --guest kit") }
         let runs = try count(arguments, "--runs", default: 50, minimum: 1)
         let warmup = try count(arguments, "--warmup", default: 3, minimum: 0)
-        let jsonPath = arguments.value("--json").map { SandboxSpec.absolute($0, base: context.currentDirectory) }
         guard HostSystem.fileKind(at: "/dev/kvm") == .other else {
             throw HyperError(.backendUnavailable, "bench snapshot: /dev/kvm is missing; the tiny guest needs KVM")
         }
         let folder = "/tmp/hyperctl-bench-snapshot-\(HostSystem.processID)"
         defer { HostSystem.removeTree(folder) }
         let results = try SnapshotBench().run(runs: runs, warmup: warmup, folder: folder) { progress($0, context: context) }
-        if isTerminal(context) { try? HostSystem.writeAll(context.streams.error, Array("\r\u{1B}[K".utf8)) }
-        context.print(results.table)
-        if let jsonPath {
-            let document = JSONValue.object([("host", .object(hostFacts(context.registry))), ("snapshot", results.json)])
-            do { try HostSystem.writeFile(jsonPath, Array((document.formatted() + "\n").utf8)) } catch { throw HyperError(.hostFailure, "bench: \(error)") }
-        }
+        try report(table: results.table, json: results.json, to: jsonPath, context: context)
         return 0
     }
 
+    /// `bench snapshot --guest kit`: whole `run`s of the guest kit, from its boot snapshot against cold.
+    static func runKitSnapshot(_ arguments: ParsedArguments, jsonPath: String?, context: CommandContext) throws(HyperError) -> Int32 {
+        let runs = try count(arguments, "--runs", default: 10, minimum: 1)
+        let warmup = try count(arguments, "--warmup", default: 1, minimum: 0)
+        guard let hyperctl = arguments.value("--hyperctl").map({ SandboxSpec.absolute($0, base: context.currentDirectory) }) ?? HostSystem.executablePath() else {
+            throw HyperError(.hostFailure, "bench: cannot find this hyperctl binary; pass --hyperctl PATH")
+        }
+        guard let probe = context.registry.backend(named: "kvm")?.probe(), probe.isAvailable else {
+            throw HyperError(.backendUnavailable, "bench snapshot --guest kit: kvm is not available here")
+        }
+        guard probe.isAccelerated == true else {
+            throw HyperError(.backendUnavailable, "bench snapshot --guest kit: kvm here is not hardware-accelerated (\(probe.reason)); a Linux guest would take minutes to boot (--guest tiny runs here)")
+        }
+        _ = try GuestKit.locate()
+        let scratch = "/tmp/hyperctl-bench-kit-\(HostSystem.processID)-\(HostSystem.monotonicNanoseconds())"
+        do { try HostSystem.makeNewDirectory(scratch, mode: 0o700) } catch { throw HyperError(.hostFailure, "bench: \(error)") }
+        defer { HostSystem.removeTree(scratch) }
+        let results = try KitSnapshotBench(hyperctl: hyperctl, scratch: scratch).run(runs: runs, warmup: warmup) { progress($0, context: context) }
+        try report(table: results.table, json: results.json, to: jsonPath, context: context)
+        return 0
+    }
+
+    /// Prints a snapshot benchmark's table, and writes its JSON with the host's facts when asked.
+    static func report(table: String, json: JSONValue, to jsonPath: String?, context: CommandContext) throws(HyperError) {
+        if isTerminal(context) { try? HostSystem.writeAll(context.streams.error, Array("\r\u{1B}[K".utf8)) }
+        context.print(table)
+        guard let jsonPath else { return }
+        let document = JSONValue.object([("host", .object(hostFacts(context.registry))), ("snapshot", json)])
+        do { try HostSystem.writeFile(jsonPath, Array((document.formatted() + "\n").utf8)) } catch { throw HyperError(.hostFailure, "bench: \(error)") }
+    }
+
     static func runColdStart(_ arguments: ParsedArguments, context: CommandContext) throws(HyperError) -> Int32 {
+        if arguments.has("--guest") { throw HyperError(.invalidArgument, "--guest applies to bench snapshot, not cold-start") }
         let runs = try count(arguments, "--runs", default: 20, minimum: 1)
         let warmup = try count(arguments, "--warmup", default: 2, minimum: 0)
         let cwd = context.currentDirectory
@@ -102,7 +139,7 @@ enum BenchCommand: CLICommand {
                 guard round >= warmup else { continue }
                 samples[row.name, default: []].append(Double(result.nanoseconds) / 1e6)
                 if let report = row.reportPath, let agentReady = agentReadyMilliseconds(report) {
-                    samples["kvm-agent-ready", default: []].append(agentReady)
+                    samples[row.name + agentReadySuffix, default: []].append(agentReady)
                 }
             }
             measuredRows.removeAll { failures[$0.name] != nil }
@@ -120,13 +157,13 @@ enum BenchCommand: CLICommand {
         for row in plan.rows {
             if let reason = row.skipReason ?? failures[row.name] {
                 rows.append(.init(name: row.name, kind: row.kind, figures: nil, skipReason: reason))
-                if row.name == "kvm" { rows.append(.init(name: "kvm-agent-ready", kind: .backend, figures: nil, skipReason: reason)) }
+                if row.hasAgentReadyRow { rows.append(.init(name: row.name + agentReadySuffix, kind: .backend, figures: nil, skipReason: reason)) }
                 continue
             }
             rows.append(.init(name: row.name, kind: row.kind, figures: samples[row.name].map { RowFigures(milliseconds: $0, peakResidentKiB: peaks[row.name]) }))
-            if row.name == "kvm" {
-                let ready = samples["kvm-agent-ready"].map { RowFigures(milliseconds: $0, peakResidentKiB: nil) }
-                rows.append(.init(name: "kvm-agent-ready", kind: .backend, figures: ready, skipReason: ready == nil ? "the runs' reports had no agent-ready time" : nil))
+            if row.hasAgentReadyRow {
+                let ready = samples[row.name + agentReadySuffix].map { RowFigures(milliseconds: $0, peakResidentKiB: nil) }
+                rows.append(.init(name: row.name + agentReadySuffix, kind: .backend, figures: ready, skipReason: ready == nil ? "the runs' reports had no agent-ready time" : nil))
             }
         }
         let results = ColdStartResults(host: hostFacts(context.registry), runs: runs, warmup: warmup, baseline: baseline, rows: rows)
@@ -139,6 +176,9 @@ enum BenchCommand: CLICommand {
         }
         return 0
     }
+
+    /// The kvm rows' companions: launch to the guest agent's ready, from the runs' reports.
+    static let agentReadySuffix = "-agent-ready"
 
     static func count(_ arguments: ParsedArguments, _ option: String, default value: Int, minimum: Int) throws(HyperError) -> Int {
         guard let text = arguments.value(option) else { return value }

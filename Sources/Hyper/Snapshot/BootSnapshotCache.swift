@@ -1,0 +1,123 @@
+/// The microVM sandbox's default start path: snapshots of the default guest taken at agent-ready, kept in
+/// hyperctl's cache (`snapshots/`), one per guest image, machine size and hyperctl build.
+///
+/// The first sandbox of a kind boots cold and, once its agent says `ready` and before it learns anything of
+/// its own (identity, setup, workspace), writes its machine here; later sandboxes of that kind are restored
+/// from it and get their identity as a booted one would. Anything that changes the guest or the machine
+/// (another kernel or initramfs file, memory size, vCPU count, command line, hyperctl binary) gives another
+/// folder, so a stale snapshot is never used. The folder may be deleted at any time. See docs/snapshots.md.
+public struct BootSnapshotCache: Sendable {
+    /// The folder that holds the snapshots.
+    public let directory: String
+
+    /// The cache in `directory` (by default `snapshots` in hyperctl's cache).
+    public init(directory: String = GuestKit.cacheDirectory() + "/snapshots") {
+        self.directory = directory
+    }
+
+    /// What a boot snapshot is of: the guest's files, the machine and the program that runs it.
+    public struct Key: Equatable, Sendable {
+        public var kit: GuestKit
+        public var commandLine: String
+        public var memoryBytes: UInt64
+        public var vcpus: Int
+
+        /// Creates a key.
+        public init(kit: GuestKit, commandLine: String, memoryBytes: UInt64, vcpus: Int) {
+            self.kit = kit
+            self.commandLine = commandLine
+            self.memoryBytes = memoryBytes
+            self.vcpus = vcpus
+        }
+    }
+
+    /// The snapshot folder for `key`: `<memory MiB>m-<vCPUs>cpu-<digest>`, where the digest covers the kit's
+    /// files (their identity on disk, not their contents), the command line, the size and hyperctl's own
+    /// executable. Nil when a file cannot be identified (it is then not cached).
+    public func folder(for key: Key) -> String? {
+        guard let kernel = HostSystem.fileStamp(key.kit.kernelPath), let initrd = HostSystem.fileStamp(key.kit.initrdPath),
+              let program = HostSystem.executablePath().flatMap(HostSystem.fileStamp) else { return nil }
+        let identity = [HyperRelease.version, program, key.kit.kernelPath, kernel, key.kit.initrdPath, initrd, key.commandLine,
+                        String(key.memoryBytes), String(key.vcpus)].joined(separator: "\n")
+        return directory + "/\(key.memoryBytes >> 20)m-\(key.vcpus)cpu-" + Self.digest(identity)
+    }
+
+    /// The snapshot in `folder`: nil when there is none yet; an error when what is there is not usable (not
+    /// a complete snapshot, or not of this machine's size).
+    public func snapshot(in folder: String, for key: Key) throws(HyperError) -> SandboxSnapshot? {
+        guard HostSystem.fileKind(at: folder) != nil else { return nil }
+        let snapshot = try SandboxSnapshot.read(from: folder)
+        guard snapshot.memoryBytes == key.memoryBytes, snapshot.vcpus == key.vcpus, !snapshot.isDocker else {
+            throw HyperError(.invalidArgument, "boot snapshot \(folder) is of another machine")
+        }
+        return snapshot
+    }
+
+    static let stagingPrefix = ".staging-"
+
+    /// A new, private folder beside the snapshots to write one into before `publish` names it:
+    /// `.staging-<pid>-<random>`, so that what a crashed writer left is found and removed.
+    func makeStagingFolder(for folder: String) throws(HyperError) -> String {
+        do {
+            try HostSystem.makeDirectories(directory, mode: 0o700)
+        } catch {
+            throw HyperError(.hostFailure, "the boot snapshot cache: \(error)")
+        }
+        sweepStaging()
+        let suffix = (try? HostRandom().hex(bytes: 8)) ?? String(HostSystem.monotonicNanoseconds())
+        return directory + "/" + Self.stagingPrefix + "\(HostSystem.processID)-" + suffix
+    }
+
+    /// Removes staging folders whose writer is gone (it crashed or was killed while saving).
+    public func sweepStaging() {
+        for name in HostSystem.directoryNames(directory) where name.hasPrefix(Self.stagingPrefix) {
+            guard let pid = name.dropFirst(Self.stagingPrefix.count).split(separator: "-").first.flatMap({ Int32($0) }),
+                  HostSystem.processStartTicks(pid) == nil else { continue }
+            HostSystem.removeTree(directory + "/" + name)
+        }
+    }
+
+    /// Gives a written staging folder its name. When another sandbox published the same snapshot first, its
+    /// copy stays and this one is dropped.
+    func publish(_ staging: String, as folder: String) throws(HyperError) {
+        do {
+            try HostSystem.renameItem(staging, to: folder)
+        } catch {
+            HostSystem.removeTree(staging)
+            guard HostSystem.fileKind(at: folder) == .directory else { throw HyperError(.hostFailure, "the boot snapshot cache: \(error)") }
+        }
+    }
+
+    /// Removes a cached snapshot that was refused, so that the next cold boot writes it anew.
+    public func discard(_ folder: String) {
+        guard folder.hasPrefix(directory + "/") else { return }
+        HostSystem.removeTree(folder)
+    }
+
+    /// 64-bit FNV-1a of the text, as 16 hex digits: a name, not a defence (the folder is the user's own).
+    static func digest(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01B3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+/// Where a cold boot writes its machine at agent-ready for the sandboxes after it (the default start path),
+/// and why a cached snapshot was not used, if one was refused.
+public struct BootSnapshotPlan: Sendable {
+    public var cache: BootSnapshotCache
+    public var folder: String
+    /// The refusal of the snapshot that was in `folder`, for the report.
+    public var replacing: String?
+
+    /// Creates a plan.
+    public init(cache: BootSnapshotCache, folder: String, replacing: String? = nil) {
+        self.cache = cache
+        self.folder = folder
+        self.replacing = replacing
+    }
+}
