@@ -106,8 +106,8 @@ public struct KVMBackend: Backend {
     }
 
     /// Where the machine comes from: the options' snapshot (whose size and flavour the spec takes where it
-    /// sets none); else for the default guest its boot snapshot, or a cold boot that saves one (the default
-    /// path; not with `coldBoot`, the Docker flavour, disks, or another kernel or initramfs); else the kit.
+    /// sets none); else for the default guest (plain or Docker) its boot snapshot, or a cold boot that saves
+    /// one (the default path; not with `coldBoot`, disks, or another kernel or initramfs); else the kit.
     func origin(of spec: SandboxSpec, options: LaunchOptions) throws(HyperError) -> Start {
         if let folder = options.snapshotPath {
             let snapshot = try SandboxSnapshot.read(from: folder)
@@ -118,11 +118,12 @@ public struct KVMBackend: Backend {
             return Start(spec: restored, origin: .snapshot(snapshot))
         }
         let kit = try kit(for: options)
-        guard !options.coldBoot, options.kernelPath == nil, options.initrdPath == nil, options.disks.isEmpty, !spec.docker else {
+        guard !options.coldBoot, options.kernelPath == nil, options.initrdPath == nil, options.disks.isEmpty else {
             return Start(spec: spec, origin: .boot(kit))
         }
         let size = MicroVMSandbox.machineSize(for: spec)
-        let key = BootSnapshotCache.Key(kit: kit, commandLine: MicroVMSandbox.kernelCommandLine, memoryBytes: size.memoryBytes, vcpus: size.vcpus)
+        let key = BootSnapshotCache.Key(kit: kit, commandLine: MicroVMSandbox.kernelCommandLine(for: spec), memoryBytes: size.memoryBytes, vcpus: size.vcpus,
+                                        dockerImage: spec.docker ? DockerFlavour.defaultImagePath() : nil)
         guard let folder = bootSnapshots.folder(for: key) else { return Start(spec: spec, origin: .boot(kit)) }
         var plan = BootSnapshotPlan(cache: bootSnapshots, folder: folder)
         do {

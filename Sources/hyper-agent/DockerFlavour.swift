@@ -24,7 +24,8 @@ enum DockerRoot {
         try mount(baseDevice, on: base, type: "ext4", flags: UInt(MS_RDONLY | MS_NODEV), options: "noload")
 
         let modules = "\(base)/usr/lib/modules/\(kernelRelease)"
-        guard access(modules, F_OK) == 0 else {
+        // SAFETY: access reads the NUL-terminated path during the call.
+        guard unsafe access(modules, F_OK) == 0 else {
             let built = GuestSystem.readText("\(base)/etc/hyper-kernel-release")?.split(separator: "\n").first.map(String.init) ?? "another kernel"
             throw AgentError.setup("the Docker image has no modules for kernel \(kernelRelease) (it was built for \(built)): rebuild it with Scripts/docker-image.sh")
         }
@@ -63,10 +64,11 @@ enum DockerRoot {
             sawSerials = true
             if text.split(separator: "\n").first.map(String.init) == serial { name = "vd\(letter)" }
         }
-        if name == nil, !sawSerials, access("/sys/block/\(fallback)", F_OK) == 0 { name = fallback }
+        // SAFETY: access reads the NUL-terminated path during the call (as below).
+        if name == nil, !sawSerials, unsafe access("/sys/block/\(fallback)", F_OK) == 0 { name = fallback }
         guard let name else { throw AgentError.setup("the sandbox has no disk \(serial)") }
         let path = "/dev/\(name)"
-        for _ in 0..<2000 where access(path, F_OK) != 0 { usleep(2_000) }
+        for _ in 0..<2000 where unsafe access(path, F_OK) != 0 { usleep(2_000) }
         return path
     }
 

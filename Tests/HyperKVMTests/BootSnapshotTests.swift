@@ -65,6 +65,31 @@ struct BootSnapshotTests {
         #expect(scratch.cache.folder(for: missing) == nil, "a kit file that is not there is not cached")
     }
 
+    @Test func theDockerFlavourHasBootSnapshotsOfItsOwnPerImageAndNetwork() throws {
+        let scratch = try Scratch()
+        let image = scratch.root + "/root.img"
+        try Data("image".utf8).write(to: URL(fileURLWithPath: image))
+        var docker = spec()
+        docker.docker = true
+        var proxied = docker
+        proxied.network = .allow([])
+        let plain = try #require(scratch.cache.folder(for: scratch.key()))
+        let dockerKey = BootSnapshotCache.Key(kit: scratch.kit, commandLine: MicroVMSandbox.kernelCommandLine(for: docker),
+                                              memoryBytes: MicroVMSandbox.defaultMemory, vcpus: 1, dockerImage: image)
+        let folder = try #require(scratch.cache.folder(for: dockerKey))
+        #expect(folder.hasPrefix(scratch.cache.directory + "/512m-1cpu-docker-") && folder != plain)
+        var proxiedKey = dockerKey
+        proxiedKey.commandLine = MicroVMSandbox.kernelCommandLine(for: proxied)
+        #expect(proxiedKey.commandLine != dockerKey.commandLine && scratch.cache.folder(for: proxiedKey) != folder,
+                "the daemon's proxy settings are on the command line: another snapshot")
+        // A plain snapshot where a Docker one is expected (or the other way round) is not used.
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try SandboxSnapshot(memoryBytes: dockerKey.memoryBytes, vcpus: 1, dockerImage: nil, dockerImageBytes: 0, folder: folder).writeDescription()
+        #expect(throws: HyperError.self) { try scratch.cache.snapshot(in: folder, for: dockerKey) }
+        try SandboxSnapshot(memoryBytes: dockerKey.memoryBytes, vcpus: 1, dockerImage: image, dockerImageBytes: 5, folder: folder).writeDescription()
+        #expect(try scratch.cache.snapshot(in: folder, for: dockerKey)?.dockerImage == image)
+    }
+
     @Test func theFirstSandboxBootsColdAndSavesTheSnapshotTheNextOnesRestore() throws {
         let scratch = try Scratch()
         let first = try scratch.backend.origin(of: spec(), options: LaunchOptions())
@@ -80,7 +105,7 @@ struct BootSnapshotTests {
         #expect(snapshot.folder == folder && next.coldBoot?.plan.folder == folder)
     }
 
-    @Test func coldBootOtherGuestsDisksAndDockerTakeNoBootSnapshot() throws {
+    @Test func coldBootOtherGuestsAndDisksTakeNoBootSnapshot() throws {
         let scratch = try Scratch()
         _ = try scratch.placeSnapshot(for: scratch.key())
         var cold = LaunchOptions()
@@ -89,10 +114,7 @@ struct BootSnapshotTests {
         kernel.kernelPath = scratch.kitDirectory + "/vmlinux"
         var disk = LaunchOptions()
         disk.disks = [DiskAttachment(path: scratch.kitDirectory + "/vmlinux", readOnly: true)]
-        var docker = spec()
-        docker.docker = true
-        for (spec, options) in [(spec(), cold), (spec(), kernel), (spec(), disk),
-                                (docker, LaunchOptions())] {
+        for (spec, options) in [(spec(), cold), (spec(), kernel), (spec(), disk)] {
             let start = try scratch.backend.origin(of: spec, options: options)
             guard case let .boot(_, plan) = start.origin else {
                 Issue.record("expected a cold boot, got \(start.origin)")

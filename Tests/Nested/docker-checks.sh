@@ -20,6 +20,16 @@ check_all "the report has the daemon's start and ready times" 'grep -q "daemonSt
 tr -d '\n ' < /tmp/run.json | grep -o '"agentReady","ns":[0-9]*\|"docker":{[^}]*}' | sed 's/^/INFO timings: /'
 check_all "the scratch disk is gone with the sandbox" '[ "$code" = 0 ] && [ -d "$scratch" ] && [ -z "$(ls -A "$scratch")" ]'
 
+# The Docker flavour's boot snapshot: saved by that first run once its daemon was ready; the next run starts
+# from it with the daemon up.
+check_all "the first Docker run saves its boot snapshot once the daemon is ready" 'grep -q "\"start\": \"cold-boot\"" /tmp/run.json \
+    && grep -q "\"saved\": \"[^\"]*-docker-" /tmp/run.json'
+out="$(hyperctl run --backend kvm --docker --report /tmp/run2.json -- docker info --format '{{.Driver}} {{.ContainersRunning}}' 2>/tmp/err)"; code=$?
+check_all "the next Docker run starts from it, its daemon answering at once ($out)" '[ "$code" = 0 ] && [ "$out" = "overlay2 0" ] \
+    && grep -q "\"start\": \"snapshot\"" /tmp/run2.json'
+[ "$code" = 0 ] || sed 's/^/INFO   /' /tmp/err
+tr -d '\n ' < /tmp/run2.json | grep -o '"agentReady","ns":[0-9]*\|"commandStarted","ns":[0-9]*' | sed 's/^/INFO restored Docker run: /'
+
 # A session: import, run, build; a second session sees none of it.
 hyperctl create --backend kvm --docker --memory 1G -w /ws --name first > /dev/null 2>/tmp/err; code=$?
 check "create --docker returns once the daemon is ready" [ "$code" = 0 ]

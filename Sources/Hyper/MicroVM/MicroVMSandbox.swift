@@ -82,6 +82,13 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     /// Where this cold boot saves its machine at agent-ready, if it does (the default start path).
     private let bootSnapshotPlan: BootSnapshotPlan?
 
+    /// The guest kernel's command line for a spec: `kernelCommandLine`, plus the Docker flavour's words.
+    public static func kernelCommandLine(for spec: SandboxSpec) -> String {
+        guard spec.docker else { return kernelCommandLine }
+        let proxied = if case .allow = spec.network { true } else { false }
+        return kernelCommandLine + DockerFlavour.commandLineWords(proxyPort: proxied ? EgressProxy.sandboxPort : nil)
+    }
+
     /// The machine a spec asks for: its memory (default `defaultMemory`) and whole vCPUs (at least one).
     public static func machineSize(for spec: SandboxSpec) -> (memoryBytes: UInt64, vcpus: Int) {
         (spec.limits.memoryBytes ?? defaultMemory, max(1, Int((spec.limits.cpus ?? 1).rounded(.up))))
@@ -158,17 +165,13 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                 let storage = try FileBlockStorage(path: disk.path, writable: !disk.readOnly)
                 devices.append(VirtioBlock(storage: storage, readOnly: disk.readOnly, identifier: "hyperctl-disk\(index)"))
             }
-            var commandLine = Self.kernelCommandLine
-            if spec.docker {
-                let proxied = if case .allow = spec.network { true } else { false }
-                commandLine += DockerFlavour.commandLineWords(proxyPort: proxied ? EgressProxy.sandboxPort : nil)
-            }
             let configuration = MicroVM.Configuration(kernel: try GuestLoader.readImage(kit.kernelPath, what: "kernel"), kernelName: kit.kernelPath,
-                                                      initrd: try GuestLoader.readImage(kit.initrdPath, what: "initrd"), commandLine: commandLine,
+                                                      initrd: try GuestLoader.readImage(kit.initrdPath, what: "initrd"),
+                                                      commandLine: Self.kernelCommandLine(for: spec),
                                                       memoryBytes: memory, vcpus: vcpus)
             vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
             restoredFrom = nil
-            bootSnapshotPlan = spec.docker || !options.disks.isEmpty ? nil : plan
+            bootSnapshotPlan = options.disks.isEmpty ? plan : nil
         case let .snapshot(snapshot):
             if let image = snapshot.dockerImage {
                 guard HostSystem.fileKind(at: image) != nil, let size = try? HostSystem.openFile(image, writable: false), size.size == snapshot.dockerImageBytes else {
@@ -409,6 +412,9 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         /// The Docker flavour's daemon has not said it is ready yet; commands wait for it.
         var daemonPending = spec.docker && restoredFrom == nil
         var kernelEntry = launchTime
+        /// A Docker-flavour boot that saves the boot snapshot: when its agent said `ready`. The host tells the
+        /// guest nothing until the daemon is ready too and the machine is saved.
+        var readyBeforeDaemon: UInt64?
 
         /// The agent answers (it said `ready`, or its machine was restored): it gets its identity and the
         /// sandbox's setup, then the workspace.
@@ -568,8 +574,12 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                         $0.append(("guestAgentStartNanoseconds", .string(String(report.agentStartNanoseconds))))
                         $0.append(("guestReadyNanoseconds", .string(String(report.readyNanoseconds))))
                     }
-                    if let bootSnapshotPlan { saveBootSnapshot(bootSnapshotPlan) }
-                    try agentIsReady(at: arrival)
+                    if bootSnapshotPlan != nil, spec.docker {
+                        readyBeforeDaemon = arrival
+                    } else {
+                        if let bootSnapshotPlan { saveBootSnapshot(bootSnapshotPlan) }
+                        try agentIsReady(at: arrival)
+                    }
                 case let .started(id, pid):
                     guard var entry = running[id], !entry.started else { throw protocolError("started for command \(id), which was not asked for") }
                     entry.started = true
@@ -620,7 +630,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     writer = nil
                     stage = .finished
                 case let .daemonReady(report):
-                    guard daemonPending, stage >= .sendingWorkspace else { throw protocolError("an unexpected daemon-ready message") }
+                    guard daemonPending, stage >= .sendingWorkspace || readyBeforeDaemon != nil else { throw protocolError("an unexpected daemon-ready message") }
                     daemonPending = false
                     // Guest uptimes on the host's timeline: the kernel's entry plus the uptime.
                     let milliseconds = { (uptime: UInt64) in JSONValue.number(Double((kernelEntry + uptime) - self.launchTime) / 1e6) }
@@ -629,7 +639,12 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                                                       ("daemonStartMilliseconds", milliseconds(report.startNanoseconds)),
                                                       ("daemonReadyMilliseconds", milliseconds(report.readyNanoseconds))])))
                     }
-                    if stage == .startingDaemon {
+                    if let arrival = readyBeforeDaemon, let bootSnapshotPlan {
+                        // The Docker flavour's boot snapshot: the daemon is up, the guest still knows nothing of its own.
+                        readyBeforeDaemon = nil
+                        saveBootSnapshot(bootSnapshotPlan)
+                        try agentIsReady(at: arrival)
+                    } else if stage == .startingDaemon {
                         stage = .serving
                         try beginServing()
                     }
@@ -704,9 +719,10 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         try writeMachine(to: folder)
     }
 
-    /// The default start path's first step: the guest has said `ready` and has been told nothing of its own
-    /// yet (no identity, setup, secrets or workspace), so its machine is what every later sandbox of this
-    /// kind starts from. It is written to a staging folder and named at once; a failure costs only speed.
+    /// The default start path's first step: the guest has said `ready` (the Docker flavour: and its daemon is
+    /// ready) and has been told nothing of its own yet (no identity, setup, secrets or workspace), so its
+    /// machine is what every later sandbox of this kind starts from. It is written to a staging folder and
+    /// named at once; a failure costs only speed.
     private func saveBootSnapshot(_ plan: BootSnapshotPlan) {
         let started = HostSystem.monotonicNanoseconds()
         do throws(HyperError) {

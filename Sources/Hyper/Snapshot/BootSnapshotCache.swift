@@ -21,25 +21,33 @@ public struct BootSnapshotCache: Sendable {
         public var commandLine: String
         public var memoryBytes: UInt64
         public var vcpus: Int
+        /// The Docker flavour's image, for a Docker sandbox.
+        public var dockerImage: String?
 
         /// Creates a key.
-        public init(kit: GuestKit, commandLine: String, memoryBytes: UInt64, vcpus: Int) {
+        public init(kit: GuestKit, commandLine: String, memoryBytes: UInt64, vcpus: Int, dockerImage: String? = nil) {
             self.kit = kit
             self.commandLine = commandLine
             self.memoryBytes = memoryBytes
             self.vcpus = vcpus
+            self.dockerImage = dockerImage
         }
     }
 
-    /// The snapshot folder for `key`: `<memory MiB>m-<vCPUs>cpu-<digest>`, where the digest covers the kit's
-    /// files (their identity on disk, not their contents), the command line, the size and hyperctl's own
-    /// executable. Nil when a file cannot be identified (it is then not cached).
+    /// The snapshot folder for `key`: `<memory MiB>m-<vCPUs>cpu[-docker]-<digest>`, where the digest covers the
+    /// kit's files and the Docker image (their identity on disk, not their contents), the command line, the
+    /// size and hyperctl's own executable. Nil when a file cannot be identified (it is then not cached).
     public func folder(for key: Key) -> String? {
         guard let kernel = HostSystem.fileStamp(key.kit.kernelPath), let initrd = HostSystem.fileStamp(key.kit.initrdPath),
               let program = HostSystem.executablePath().flatMap(HostSystem.fileStamp) else { return nil }
-        let identity = [HyperRelease.version, program, key.kit.kernelPath, kernel, key.kit.initrdPath, initrd, key.commandLine,
-                        String(key.memoryBytes), String(key.vcpus)].joined(separator: "\n")
-        return directory + "/\(key.memoryBytes >> 20)m-\(key.vcpus)cpu-" + Self.digest(identity)
+        var identity = [HyperRelease.version, program, key.kit.kernelPath, kernel, key.kit.initrdPath, initrd, key.commandLine,
+                        String(key.memoryBytes), String(key.vcpus)]
+        if let image = key.dockerImage {
+            guard let stamp = HostSystem.fileStamp(image) else { return nil }
+            identity += [image, stamp]
+        }
+        let kind = key.dockerImage == nil ? "" : "-docker"
+        return directory + "/\(key.memoryBytes >> 20)m-\(key.vcpus)cpu\(kind)-" + Self.digest(identity.joined(separator: "\n"))
     }
 
     /// The snapshot in `folder`: nil when there is none yet; an error when what is there is not usable (not
@@ -47,7 +55,7 @@ public struct BootSnapshotCache: Sendable {
     public func snapshot(in folder: String, for key: Key) throws(HyperError) -> SandboxSnapshot? {
         guard HostSystem.fileKind(at: folder) != nil else { return nil }
         let snapshot = try SandboxSnapshot.read(from: folder)
-        guard snapshot.memoryBytes == key.memoryBytes, snapshot.vcpus == key.vcpus, !snapshot.isDocker else {
+        guard snapshot.memoryBytes == key.memoryBytes, snapshot.vcpus == key.vcpus, snapshot.dockerImage == key.dockerImage else {
             throw HyperError(.invalidArgument, "boot snapshot \(folder) is of another machine")
         }
         return snapshot
