@@ -90,17 +90,20 @@ public struct KVMBackend: Backend {
         var origin: MicroVMSandbox.Origin
         var coldBoot: (kit: GuestKit, plan: BootSnapshotPlan)?
 
-        /// Builds the sandbox from `origin`; a cached snapshot that cannot be restored (corrupt, of another
-        /// CPU, refused by KVM) is removed, and the sandbox boots cold and saves a new one.
+        /// Builds the sandbox from `origin`. When a cached snapshot cannot be restored (corrupt, of another
+        /// CPU, refused by KVM), the sandbox boots cold instead, and once that boot has started the cached
+        /// snapshot is removed so that the boot saves a new one at agent-ready. (When the boot fails too, the
+        /// fault was not the snapshot's, and it stays.)
         func launch<Sandbox>(_ build: (MicroVMSandbox.Origin) throws(HyperError) -> Sandbox) throws(HyperError) -> Sandbox {
             do {
                 return try build(origin)
             } catch {
                 guard let (kit, plan) = coldBoot else { throw error }
-                plan.cache.discard(plan.folder)
                 var replacing = plan
                 replacing.replacing = error.message
-                return try build(.boot(kit, saving: replacing))
+                let sandbox = try build(.boot(kit, saving: replacing))
+                plan.cache.discard(plan.folder)
+                return sandbox
             }
         }
     }

@@ -151,6 +151,21 @@ struct BootSnapshotTests {
         #expect(!FileManager.default.fileExists(atPath: folder))
     }
 
+    @Test func aSnapshotStaysWhenTheColdBootFailsToo() throws {
+        let scratch = try Scratch()
+        let folder = try scratch.placeSnapshot(for: scratch.key())
+        let start = try scratch.backend.origin(of: spec(), options: LaunchOptions())
+        var attempts = 0
+        #expect(throws: HyperError.self) {
+            _ = try start.launch { (_) throws(HyperError) -> Int in
+                attempts += 1
+                throw HyperError(.invalidArgument, "--guest-console: cannot create it")
+            }
+        }
+        #expect(attempts == 2, "the restore, then the cold boot")
+        #expect(FileManager.default.fileExists(atPath: folder), "not the snapshot's fault: it stays")
+    }
+
     @Test func aFailureOfAColdBootIsNotRetried() throws {
         let scratch = try Scratch()
         let start = try scratch.backend.origin(of: spec(), options: LaunchOptions())
