@@ -127,8 +127,8 @@ public struct KVMBackend: Backend {
         let size = MicroVMSandbox.machineSize(for: spec)
         let key = BootSnapshotCache.Key(kit: kit, commandLine: MicroVMSandbox.kernelCommandLine(for: spec), memoryBytes: size.memoryBytes, vcpus: size.vcpus,
                                         dockerImage: spec.docker ? DockerFlavour.defaultImagePath() : nil)
-        guard let folder = bootSnapshots.folder(for: key) else { return Start(spec: spec, origin: .boot(kit)) }
-        var plan = BootSnapshotPlan(cache: bootSnapshots, folder: folder)
+        guard var plan = bootSnapshots.plan(for: key) else { return Start(spec: spec, origin: .boot(kit)) }
+        let folder = plan.folder
         do {
             guard let snapshot = try bootSnapshots.snapshot(in: folder, for: key) else { return Start(spec: spec, origin: .boot(kit, saving: plan)) }
             return Start(spec: spec, origin: .snapshot(snapshot), coldBoot: (kit, plan))
@@ -150,8 +150,11 @@ public struct KVMBackend: Backend {
         }
     }
 
-    /// Removes boot snapshots that a crashed sandbox left half-written.
-    public func sweepLeftovers() { bootSnapshots.sweepStaging() }
+    /// Removes boot snapshots that a crashed sandbox left half-written, and those that can never be used again.
+    public func sweepLeftovers() {
+        bootSnapshots.sweepStaging()
+        bootSnapshots.pruneStale()
+    }
 
     /// Boots a raw VM. Unlike sandboxes, this also runs on unaccelerated KVM: small guests run fine there.
     public func boot(_ request: BootRequest) throws(HyperError) -> SandboxExit {

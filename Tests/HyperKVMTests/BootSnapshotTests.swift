@@ -189,10 +189,36 @@ struct BootSnapshotTests {
             try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
             try Data(text.utf8).write(to: URL(fileURLWithPath: staging + "/memory"))
         }
-        try scratch.cache.publish(first, as: folder)
-        try scratch.cache.publish(second, as: folder)
+        let sources = try #require(scratch.cache.sources(for: scratch.key()))
+        try scratch.cache.publish(first, as: folder, sources: sources)
+        try scratch.cache.publish(second, as: folder, sources: sources)
         #expect(try String(contentsOfFile: folder + "/memory", encoding: .utf8) == "first")
         #expect(!FileManager.default.fileExists(atPath: first) && !FileManager.default.fileExists(atPath: second))
+    }
+
+    @Test func aSnapshotWhoseSourcesChangedIsPrunedWhenANewOneIsSaved() throws {
+        let scratch = try Scratch()
+        let oldPlan = try #require(scratch.cache.plan(for: scratch.key()))
+        #expect(oldPlan.sources.map(\.path).suffix(2) == [scratch.kit.kernelPath, scratch.kit.initrdPath])
+        let oldStaging = try scratch.cache.makeStagingFolder(for: oldPlan.folder)
+        try FileManager.default.createDirectory(atPath: oldStaging, withIntermediateDirectories: false)
+        try scratch.cache.publish(oldStaging, as: oldPlan.folder, sources: oldPlan.sources)
+        let otherSize = try #require(scratch.cache.plan(for: scratch.key(memory: 1 << 30)))
+        let otherStaging = try scratch.cache.makeStagingFolder(for: otherSize.folder)
+        try FileManager.default.createDirectory(atPath: otherStaging, withIntermediateDirectories: false)
+        try scratch.cache.publish(otherStaging, as: otherSize.folder, sources: otherSize.sources)
+        #expect(FileManager.default.fileExists(atPath: oldPlan.folder), "another machine size of the same guest is not stale")
+
+        // The kit's initramfs is rebuilt: both snapshots can never be used again, and a new save removes them.
+        Thread.sleep(forTimeInterval: 0.01)
+        try Data("initrd, rebuilt".utf8).write(to: URL(fileURLWithPath: scratch.kitDirectory + "/initramfs.cpio"))
+        let newPlan = try #require(scratch.cache.plan(for: scratch.key()))
+        #expect(newPlan.folder != oldPlan.folder)
+        let newStaging = try scratch.cache.makeStagingFolder(for: newPlan.folder)
+        try FileManager.default.createDirectory(atPath: newStaging, withIntermediateDirectories: false)
+        try scratch.cache.publish(newStaging, as: newPlan.folder, sources: newPlan.sources)
+        #expect(FileManager.default.fileExists(atPath: newPlan.folder))
+        #expect(!FileManager.default.fileExists(atPath: oldPlan.folder) && !FileManager.default.fileExists(atPath: otherSize.folder))
     }
 
     @Test func aStagingFolderWhoseWriterIsGoneIsSwept() throws {

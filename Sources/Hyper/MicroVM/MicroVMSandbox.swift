@@ -728,7 +728,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         do throws(HyperError) {
             let staging = try plan.cache.makeStagingFolder(for: plan.folder)
             try writeMachine(to: staging)
-            try plan.cache.publish(staging, as: plan.folder)
+            try plan.cache.publish(staging, as: plan.folder, sources: plan.sources)
             var facts: [(String, JSONValue)] = [("saved", .string(plan.folder)),
                                                 ("milliseconds", .number(Double(HostSystem.monotonicNanoseconds() - started) / 1e6))]
             if let replacing = plan.replacing { facts.append(("replaced", .string(replacing))) }

@@ -5,7 +5,8 @@
 /// its own (identity, setup, workspace), writes its machine here; later sandboxes of that kind are restored
 /// from it and get their identity as a booted one would. Anything that changes the guest or the machine
 /// (another kernel or initramfs file, memory size, vCPU count, command line, hyperctl binary) gives another
-/// folder, so a stale snapshot is never used. The folder may be deleted at any time. See docs/snapshots.md.
+/// folder, so a stale snapshot is never used, and it is removed once a new one is saved (`pruneStale`).
+/// The folder may be deleted at any time. See docs/snapshots.md.
 public struct BootSnapshotCache: Sendable {
     /// The folder that holds the snapshots.
     public let directory: String
@@ -34,20 +35,41 @@ public struct BootSnapshotCache: Sendable {
         }
     }
 
-    /// The snapshot folder for `key`: `<memory MiB>m-<vCPUs>cpu[-docker]-<digest>`, where the digest covers the
-    /// kit's files and the Docker image (their identity on disk, not their contents), the command line, the
-    /// size and hyperctl's own executable. Nil when a file cannot be identified (it is then not cached).
-    public func folder(for key: Key) -> String? {
-        guard let kernel = HostSystem.fileStamp(key.kit.kernelPath), let initrd = HostSystem.fileStamp(key.kit.initrdPath),
-              let program = HostSystem.executablePath().flatMap(HostSystem.fileStamp) else { return nil }
-        var identity = [HyperRelease.version, program, key.kit.kernelPath, kernel, key.kit.initrdPath, initrd, key.commandLine,
-                        String(key.memoryBytes), String(key.vcpus)]
-        if let image = key.dockerImage {
-            guard let stamp = HostSystem.fileStamp(image) else { return nil }
-            identity += [image, stamp]
+    /// A file a boot snapshot is made from, and its stamp (`HostSystem.fileStamp`) when it was.
+    public struct Source: Equatable, Sendable {
+        public var path: String
+        public var stamp: String
+    }
+
+    /// The files `key`'s snapshot is made from: hyperctl's executable, the kit's kernel and initramfs, and the
+    /// Docker image. Nil when one cannot be identified (the snapshot is then not cached).
+    public func sources(for key: Key) -> [Source]? {
+        guard let program = HostSystem.executablePath() else { return nil }
+        var sources: [Source] = []
+        for path in [program, key.kit.kernelPath, key.kit.initrdPath] + (key.dockerImage.map { [$0] } ?? []) {
+            guard let stamp = HostSystem.fileStamp(path) else { return nil }
+            sources.append(Source(path: path, stamp: stamp))
         }
+        return sources
+    }
+
+    /// The snapshot folder for `key`: `<memory MiB>m-<vCPUs>cpu[-docker]-<digest>`, where the digest covers the
+    /// sources (their identity on disk, not their contents), the command line, the size and hyperctl's
+    /// release. Nil when a source cannot be identified.
+    public func folder(for key: Key) -> String? {
+        sources(for: key).map { folder(for: key, sources: $0) }
+    }
+
+    func folder(for key: Key, sources: [Source]) -> String {
+        let identity = [HyperRelease.version, key.commandLine, String(key.memoryBytes), String(key.vcpus)] + sources.flatMap { [$0.path, $0.stamp] }
         let kind = key.dockerImage == nil ? "" : "-docker"
         return directory + "/\(key.memoryBytes >> 20)m-\(key.vcpus)cpu\(kind)-" + Self.digest(identity.joined(separator: "\n"))
+    }
+
+    /// The plan for a cold boot that saves `key`'s snapshot, or nil when it cannot be cached.
+    public func plan(for key: Key) -> BootSnapshotPlan? {
+        guard let sources = sources(for: key) else { return nil }
+        return BootSnapshotPlan(cache: self, folder: folder(for: key, sources: sources), sources: sources)
     }
 
     /// The snapshot in `folder`: nil when there is none yet; an error when what is there is not usable (not
@@ -62,6 +84,8 @@ public struct BootSnapshotCache: Sendable {
     }
 
     static let stagingPrefix = ".staging-"
+    /// The file in each boot snapshot that lists its sources, a line each: the stamp, a tab, the path.
+    static let sourcesFile = "sources"
 
     /// A new, private folder beside the snapshots to write one into before `publish` names it:
     /// `.staging-<pid>-<random>`, so that what a crashed writer left is found and removed.
@@ -85,14 +109,32 @@ public struct BootSnapshotCache: Sendable {
         }
     }
 
-    /// Gives a written staging folder its name. When another sandbox published the same snapshot first, its
-    /// copy stays and this one is dropped.
-    func publish(_ staging: String, as folder: String) throws(HyperError) {
+    /// Gives a written staging folder its name, with the list of its sources. When another sandbox published
+    /// the same snapshot first, its copy stays and this one is dropped. Then snapshots that can never be used
+    /// again are removed.
+    func publish(_ staging: String, as folder: String, sources: [Source]) throws(HyperError) {
         do {
+            try HostSystem.writeFile(staging + "/" + Self.sourcesFile, Array(sources.map { "\($0.stamp)\t\($0.path)\n" }.joined().utf8))
             try HostSystem.renameItem(staging, to: folder)
         } catch {
             HostSystem.removeTree(staging)
             guard HostSystem.fileKind(at: folder) == .directory else { throw HyperError(.hostFailure, "the boot snapshot cache: \(error)") }
+        }
+        pruneStale()
+    }
+
+    /// Removes boot snapshots that can never be used again: a file they were made from (a kit file, the
+    /// Docker image, the hyperctl executable that made them) has changed since, or is gone.
+    public func pruneStale() {
+        for name in HostSystem.directoryNames(directory) where !name.hasPrefix(Self.stagingPrefix) {
+            let folder = directory + "/" + name
+            guard let text = HostSystem.readText(folder + "/" + Self.sourcesFile) else { continue }
+            let stale = text.split(separator: "\n").contains { (line: Substring) -> Bool in
+                let fields = line.split(separator: "\t", maxSplits: 1)
+                guard fields.count == 2 else { return false }
+                return HostSystem.fileStamp(String(fields[1])) != String(fields[0])
+            }
+            if stale { HostSystem.removeTree(folder) }
         }
     }
 
@@ -119,13 +161,16 @@ public struct BootSnapshotCache: Sendable {
 public struct BootSnapshotPlan: Sendable {
     public var cache: BootSnapshotCache
     public var folder: String
+    /// The files the snapshot is made from, as they were when the sandbox started.
+    public var sources: [BootSnapshotCache.Source]
     /// The refusal of the snapshot that was in `folder`, for the report.
     public var replacing: String?
 
     /// Creates a plan.
-    public init(cache: BootSnapshotCache, folder: String, replacing: String? = nil) {
+    public init(cache: BootSnapshotCache, folder: String, sources: [BootSnapshotCache.Source], replacing: String? = nil) {
         self.cache = cache
         self.folder = folder
+        self.sources = sources
         self.replacing = replacing
     }
 }
