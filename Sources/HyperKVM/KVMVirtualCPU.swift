@@ -225,8 +225,9 @@ final class KVMVirtualCPU: VirtualCPU, @unchecked Sendable {
         // SAFETY: as above.
         defer { unsafe chyper_wakeup_disarm(&wakeup) }
         while true {
-            // A stop request is taken once: the next `run` (a paused machine resumed) runs again.
-            if stopRequested.exchange(false, ordering: .sequentiallyConsistent) {
+            // A stop request is taken once: the next `run` (a paused machine resumed) runs again. A plain load
+            // first keeps the common case (no request) free of a read-modify-write on every exit.
+            if stopRequested.load(ordering: .sequentiallyConsistent), stopRequested.exchange(false, ordering: .sequentiallyConsistent) {
                 // SAFETY: the run area stays mapped for this object's lifetime; the shim writes one field atomically.
                 unsafe chyper_vcpu_clear_kick(runArea)
                 return .stopped

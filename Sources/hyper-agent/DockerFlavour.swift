@@ -7,7 +7,6 @@ import HyperAgentProtocol
 /// `/var/lib/containerd`, live on the sandbox's own scratch disk. The agent moves itself into it, as an
 /// initramfs's switch_root does, before it says it is ready. See docs/docker.md.
 enum DockerRoot {
-
     private static let base = "/mnt/base"
     private static let scratch = "/mnt/scratch"
     private static let newRoot = "/mnt/root"

@@ -49,6 +49,7 @@ int chyper_agent_accept(int listener);
 /// its random generator (RNDRESEEDCRNG), so that output differs from any other guest's from then on.
 /// Returns 0, or -1 with errno.
 int chyper_agent_set_identity(const char *hostname, const void *seed, size_t length);
+
 /// Brings the loopback interface up. Returns 0, or -1 with errno.
 int chyper_agent_loopback_up(void);
 /// Makes `new_root` (a mount point) the root of PID 1, as switch_root does. Returns 0, or -1 with errno.

@@ -73,9 +73,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     /// The scratch disk of a Docker-flavour sandbox (copied into its snapshots), and the image it shares.
     private let scratch: FileBlockStorage?
     private let dockerImage: (path: String, size: UInt64)?
-    /// The machine's size and whether it has user disks, for snapshots.
-    private let memoryBytes: UInt64
-    private let vcpuCount: Int
+    /// Whether the sandbox has user disks (a snapshot of it is refused).
     private let hasUserDisks: Bool
     /// The snapshot this sandbox was restored from, if it was.
     private let restoredFrom: SandboxSnapshot?
@@ -92,12 +90,6 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     /// The machine a spec asks for: its memory (default `defaultMemory`) and whole vCPUs (at least one).
     public static func machineSize(for spec: SandboxSpec) -> (memoryBytes: UInt64, vcpus: Int) {
         (spec.limits.memoryBytes ?? defaultMemory, max(1, Int((spec.limits.cpus ?? 1).rounded(.up))))
-    }
-
-    /// Builds and starts the microVM for `spec` on `hypervisor`, booted from `kit`.
-    public convenience init(spec: SandboxSpec, options: LaunchOptions, kit: GuestKit, hypervisor: any Hypervisor, signals: (any SignalRelay)? = nil,
-                            bootTimeout: Duration = defaultBootTimeout, isSession: Bool = false) throws(HyperError) {
-        try self.init(spec: spec, options: options, origin: .boot(kit), hypervisor: hypervisor, signals: signals, bootTimeout: bootTimeout, isSession: isSession)
     }
 
     /// Builds and starts the microVM for `spec` on `hypervisor`.
@@ -126,8 +118,6 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             }
             guard options.disks.isEmpty else { throw HyperError(.invalidArgument, "--disk cannot be added to a restored sandbox") }
         }
-        memoryBytes = memory
-        vcpuCount = vcpus
         hasUserDisks = !options.disks.isEmpty
 
         let wake = try HostEvent()
@@ -171,14 +161,13 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                                                       memoryBytes: memory, vcpus: vcpus)
             vm = try MicroVM(configuration, devices: devices, console: ConsoleLog(mirror: consoleMirror), on: hypervisor)
             restoredFrom = nil
-            bootSnapshotPlan = options.disks.isEmpty ? plan : nil
+            bootSnapshotPlan = plan
         case let .snapshot(snapshot):
             if let image = snapshot.dockerImage {
-                guard HostSystem.fileKind(at: image) != nil, let size = try? HostSystem.openFile(image, writable: false), size.size == snapshot.dockerImageBytes else {
-                    throw HyperError(.invalidArgument, "--from-snapshot: the snapshot's Docker image \(image) is gone or has changed size")
-                }
-                HostSystem.closeDescriptor(size.descriptor)
                 let disks = try DockerFlavour.disks(imagePath: image, scratchContents: snapshot.folder + "/" + SandboxSnapshot.scratchFile)
+                guard disks.devices[0].sectors * 512 == snapshot.dockerImageBytes else {
+                    throw HyperError(.invalidArgument, "--from-snapshot: the snapshot's Docker image \(image) has changed size")
+                }
                 devices += disks.devices
                 scratch = disks.scratch
                 dockerImage = (image, snapshot.dockerImageBytes)
@@ -296,7 +285,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
     /// A snapshot asked of a session: the folder to write, and the answer.
     final class SnapshotRequest: Sendable {
         let folder: String
-        private let result = Locked<Result<Bool, HyperError>?>(nil)
+        private let result = Locked<Result<Void, HyperError>?>(nil)
         private let done: HostEvent
 
         init(folder: String) throws(HyperError) {
@@ -304,7 +293,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
             done = try HostEvent()
         }
 
-        func finish(_ outcome: Result<Bool, HyperError>) {
+        func finish(_ outcome: Result<Void, HyperError>) {
             result.withLock { $0 = $0 ?? outcome }
             done.signal()
         }
@@ -511,7 +500,7 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                             throw HyperError(.phaseFailed, "snapshot: the guest channel is busy; try again")
                         }
                         try writeSnapshot(to: request.folder)
-                        request.finish(.success(true))
+                        request.finish(.success(()))
                     } catch {
                         request.finish(.failure(error))
                     }
@@ -704,10 +693,6 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
     }
 
-    /// How long the guest's devices must be quiet before a snapshot, and how long to wait for that.
-    static let snapshotQuietTime: UInt64 = 50_000_000
-    static let snapshotSettleLimit: UInt64 = 5_000_000_000
-
     /// Pauses the machine, writes it and the sandbox's description (and the Docker flavour's scratch disk)
     /// to `folder`, and resumes it. What a clone would share with this sandbox's host side is refused.
     private func writeSnapshot(to folder: String) throws(HyperError) {
@@ -739,23 +724,16 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
         }
     }
 
-    /// Waits for the guest's devices to be quiet, pauses the machine, writes it (and the sandbox's
-    /// description and scratch disk) to `folder`, and resumes it.
+    /// Pauses the machine, writes it (and the sandbox's description and scratch disk) to `folder`, and
+    /// resumes it. Interrupts a device raised and the guest has not handled yet are part of the saved state
+    /// (the lines are edge-triggered: see docs/snapshots.md); what the guest sent that the host has not read
+    /// is not, so then the snapshot is refused.
     private func writeMachine(to folder: String) throws(HyperError) {
-        // The guest must have taken every interrupt its devices raised, and finished handling it, so that no
-        // interrupt is half-way (delivered, not yet acknowledged) in the machine that clones start from.
-        let settleBy = HostSystem.monotonicNanoseconds() + Self.snapshotSettleLimit
-        var quietSince = HostSystem.monotonicNanoseconds()
-        while HostSystem.monotonicNanoseconds() < settleBy {
-            let now = HostSystem.monotonicNanoseconds()
-            if vm.transports.contains(where: { $0.state.interruptStatus != 0 }) || !inbox.withLock({ $0.isEmpty }) { quietSince = now }
-            if now - quietSince >= Self.snapshotQuietTime { break }
-            _ = HostSystem.waitReadable([], milliseconds: 2)
-        }
-        guard HostSystem.monotonicNanoseconds() - quietSince >= Self.snapshotQuietTime else {
-            throw HyperError(.phaseFailed, "snapshot: the guest's devices did not go quiet; try again")
-        }
         try vm.pause()
+        guard inbox.withLock({ $0.isEmpty }) else {
+            try vm.resume()
+            throw HyperError(.phaseFailed, "snapshot: the guest channel is busy; try again")
+        }
         do throws(HyperError) {
             try vm.captureSnapshot().write(to: folder, memory: vm.memory)
             if let scratch {
@@ -769,7 +747,8 @@ public final class MicroVMSandbox: SandboxHandle, @unchecked Sendable {
                     throw HyperError(.hostFailure, "snapshot: the scratch disk: \(error)")
                 }
             }
-            try SandboxSnapshot(memoryBytes: memoryBytes, vcpus: vcpuCount, dockerImage: dockerImage?.path, dockerImageBytes: dockerImage?.size ?? 0,
+            let size = Self.machineSize(for: spec)
+            try SandboxSnapshot(memoryBytes: size.memoryBytes, vcpus: size.vcpus, dockerImage: dockerImage?.path, dockerImageBytes: dockerImage?.size ?? 0,
                                 folder: folder).writeDescription()
         } catch {
             HostSystem.removeTree(folder)
